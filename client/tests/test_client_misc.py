@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import sonic_client
+from sonic_client import Provenance, RetryPolicy
+from sonic_client._batching import reassemble, split_batches
+from sonic_client._client import _parse_url
+from sonic_client._retry import parse_retry_after
+from sonic_client.protodune import (
+    INPUT_NAME,
+    PATCH_SIZE,
+    extract_patches,
+    find_hits,
+    generate_event,
+)
+
+
+def test_public_api() -> None:
+    assert sorted(sonic_client.__all__) == sorted(
+        ["DEFAULT_URL", "RETRYABLE_CODES", "AsyncClient", "Client", "Compression",
+         "DiscoveredToken", "FileToken", "InferResult", "InferStats", "InferenceError",
+         "OAuth2TokenProvider", "Provenance", "RetryPolicy", "SonicClientError", "StaticToken",
+         "TokenNotFoundError", "TokenProvider", "TokenRefreshError", "__version__",
+         "discover_token", "token_expiry"])
+    for name in sonic_client.__all__:
+        assert hasattr(sonic_client, name), name
+
+
+def test_retry_policy_backoff() -> None:
+    p = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0)
+    rng = random.Random(1)
+    for retry in range(1, 8):
+        cap = min(1.0, 0.1 * 2 ** (retry - 1))
+        assert all(0 <= p.delay(retry, None, rng) <= cap for _ in range(50))
+    assert p.delay(1, retry_after=3.0, rng=rng) >= 3.0
+    assert p.delay(1, retry_after=1e6, rng=rng) == p.max_retry_after
+    assert RetryPolicy(jitter=False).delay(3) == pytest.approx(0.4)
+    assert p.should_retry("UNAVAILABLE", 1) and p.should_retry("RESOURCE_EXHAUSTED", 4)
+    assert not p.should_retry("UNAVAILABLE", 5)
+    for code in ("INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND",
+                 "DEADLINE_EXCEEDED", "INTERNAL"):
+        assert not p.should_retry(code, 1)
+    assert not RetryPolicy.none().should_retry("UNAVAILABLE", 1)
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after(b"0.5") == 0.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after("soon") is None
+
+
+def test_batching_split_and_reassemble() -> None:
+    a = np.arange(10)
+    b = np.arange(20).reshape(10, 2)
+    parts = split_batches({"a": a, "b": b}, 3)
+    assert [len(p["a"]) for p in parts] == [3, 3, 3, 1]
+    back = reassemble(parts)
+    np.testing.assert_array_equal(back["a"], a)
+    np.testing.assert_array_equal(back["b"], b)
+    assert len(split_batches({"a": a}, None)) == 1
+    with pytest.raises(ValueError, match="disagree"):
+        split_batches({"a": a, "b": b[:5]}, 2)
+    with pytest.raises(ValueError, match="positive"):
+        split_batches({"a": a}, 0)
+
+
+def test_provenance_resolution() -> None:
+    assert Provenance.resolve(environ={}) == Provenance(None, None)
+    env = {"SONIC_JOB_ID": "sj", "CONDOR_JOBID": "12.0", "SONIC_DATASET": "ds"}
+    assert Provenance.resolve(environ=env) == Provenance("sj", "ds")
+    assert Provenance.resolve("explicit", "d2", environ=env) == Provenance("explicit", "d2")
+    assert Provenance.resolve(environ={"CONDOR_JOBID": "12.0", "SLURM_JOB_ID": "5"}).job_id == "condor:12.0"
+    assert Provenance("j", "dätaset").headers() == {"sonic-job-id": "j", "sonic-dataset": "d%C3%A4taset"}
+
+
+def test_parse_url() -> None:
+    assert _parse_url("h:8001", None) == ("grpc", "h:8001", False)
+    assert _parse_url("grpcs://h:443", None) == ("grpc", "h:443", True)
+    assert _parse_url("http://h:8000/", None) == ("http", "http://h:8000", False)
+    assert _parse_url("h:8000", "http") == ("http", "h:8000", False)
+    with pytest.raises(ValueError, match="scheme"):
+        _parse_url("ftp://h", None)
+
+
+def test_protodune_patches() -> None:
+    ev = generate_event(3, n_wires=240, n_ticks=800)
+    assert ev.image.dtype == np.float32
+    assert np.count_nonzero(ev.image) / ev.image.size < 0.1  # zero-suppressed: mostly zeros
+    hits = find_hits(ev.image)
+    assert len(hits) > 50
+    patches = extract_patches(ev.image, hits)
+    assert patches.shape == (len(hits), PATCH_SIZE, PATCH_SIZE, 1)
+    assert patches.dtype == np.float32 and patches.flags.c_contiguous
+    w, t = hits[0]
+    assert patches[0, 24, 24, 0] == ev.image[w, t]  # the hit sits at the patch centre
+    np.testing.assert_array_equal(patches[0, :, :, 0][24 - min(w, 24):, 24 - min(t, 24):][:1, :1],
+                                  ev.image[max(w - 24, 0):max(w - 24, 0) + 1,
+                                           max(t - 24, 0):max(t - 24, 0) + 1])
+    assert np.count_nonzero(patches) / patches.size < 0.5
+    assert INPUT_NAME == "main_input"
+    again = generate_event(3, n_wires=240, n_ticks=800)
+    np.testing.assert_array_equal(again.image, ev.image)  # seeded: reproducible
