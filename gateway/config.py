@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,27 +47,160 @@ class ListenSettings(BaseModel):
     _check = field_validator("http", "grpc")(_check_address)
 
 
+# Signing algorithms a token may use: asymmetric only. ``none`` and HMAC (HS*) are never accepted,
+# whatever the configuration says: an HMAC key would have to be shared with every verifier.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_fetch_url(url: str, *, insecure: bool, what: str) -> str:
+    """``https://`` always; ``http://`` only with ``insecure: true`` and only to a loopback host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname:
+        if not insecure:
+            raise ValueError(
+                f"{what} {url!r} is plain http; use https, or set insecure: true (loopback tests only)"
+            )
+        if not _is_loopback_host(parts.hostname):
+            raise ValueError(f"{what} {url!r}: insecure: true is allowed only for loopback hosts")
+        return url
+    raise ValueError(f"{what} {url!r} must be an absolute https:// URL")
+
+
 class IssuerSettings(BaseModel):
     """One trusted token issuer; ``profile`` decides which claims are required."""
 
+    model_config = ConfigDict(extra="forbid")
+
     issuer: str
     profile: Literal["wlcg", "scitokens", "oidc"] = "wlcg"
+    # Audiences this gateway answers to, compared exactly with the token's ``aud``.
     audience: list[str] = Field(default_factory=list)
-    jwks_uri: str | None = None
+    jwks_uri: str | None = None  # None: OIDC discovery from <issuer>/.well-known/openid-configuration
     required_scopes: list[str] = Field(default_factory=list)
+    # None: the profile's default (wlcg: "wlcg.groups", oidc: "groups", scitokens: no groups).
     groups_claim: str | None = None
+    # Plain http:// for discovery/JWKS; loopback hosts only (tests).
     insecure: bool = False
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
-    max_lifetime_s: float = 6 * 3600
-    leeway_s: float = 60
+    max_lifetime_s: float = Field(default=6 * 3600, gt=0)
+    leeway_s: float = Field(default=60, ge=0, le=600)
+    # Accept the WLCG "any" audience (https://wlcg.cern.ch/jwt/v1/any) from this issuer.
     allow_any_audience: bool = False
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one signing algorithm is needed")
+        bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
+        if bad:
+            raise ValueError(
+                f"algorithms {bad} are not allowed; choose from {sorted(ASYMMETRIC_ALGORITHMS)} "
+                "(never 'none' or HMAC)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> IssuerSettings:
+        check_fetch_url(self.issuer, insecure=self.insecure, what="issuer")
+        if self.jwks_uri is not None:
+            check_fetch_url(self.jwks_uri, insecure=self.insecure, what="jwks_uri")
+        if not self.audience and not self.allow_any_audience:
+            raise ValueError(
+                f"issuer {self.issuer!r} needs an audience list (the gateway's own audience values)"
+            )
+        return self
+
+    @property
+    def effective_groups_claim(self) -> str | None:
+        if self.groups_claim is not None:
+            return self.groups_claim or None
+        return {"wlcg": "wlcg.groups", "oidc": "groups"}.get(self.profile)
+
+
+class DevIssuerSettings(BaseModel):
+    """The local development issuer (``sonic-gateway token``); trusted from its key directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    issuer: str = "https://sonic-gateway.invalid/dev-issuer"
+    key_dir: str = ".sonic/dev-issuer"
+    algorithm: Literal["ES256", "RS256"] = "ES256"
+    audience: list[str] = Field(default_factory=lambda: ["sonic-gateway"])
+    required_scopes: list[str] = Field(default_factory=lambda: ["compute.read"])
+    # What ``sonic-gateway token`` puts in a token when not told otherwise.
+    default_scopes: list[str] = Field(default_factory=lambda: ["compute.read"])
+    default_groups: list[str] = Field(default_factory=list)
+    default_lifetime_s: float = Field(default=3600, gt=0)
+    max_lifetime_s: float = Field(default=6 * 3600, gt=0)
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_needed(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("the dev issuer needs at least one audience")
+        return value
 
 
 class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = True
     issuers: list[IssuerSettings] = Field(default_factory=list)
     admin_scopes: list[str] = Field(default_factory=lambda: ["gateway.admin"])
     admin_groups: list[str] = Field(default_factory=list)
+    dev_issuer: DevIssuerSettings = Field(default_factory=DevIssuerSettings)
+    # The dev issuer's private key sits on local disk: never trusted next to real issuers by accident.
+    allow_dev_issuer_with_real_issuers: bool = False
+    # Signing keys: kept at least an hour, refreshed every jwks_refresh_s, served through an issuer
+    # outage until jwks_max_stale_s after the last good fetch; unknown kids (and failed fetches)
+    # cause at most one fetch per issuer per jwks_unknown_kid_interval_s.
+    jwks_refresh_s: float = Field(default=6 * 3600, ge=3600)
+    jwks_max_stale_s: float = Field(default=2 * 86400, gt=0)
+    jwks_unknown_kid_interval_s: float = Field(default=60, ge=0)
+    http_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_document_bytes: int = Field(default=256 * 1024, gt=0)
+    token_cache_size: int = Field(default=100_000, gt=0)
+
+    @model_validator(mode="after")
+    def _check_issuers(self) -> AuthSettings:
+        names = [i.issuer for i in self.issuers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"issuers listed more than once: {duplicates}")
+        if self.dev_issuer.enabled:
+            if self.dev_issuer.issuer in names:
+                raise ValueError(
+                    f"dev_issuer.issuer {self.dev_issuer.issuer!r} is also listed under auth.issuers"
+                )
+            if self.issuers and not self.allow_dev_issuer_with_real_issuers:
+                raise ValueError(
+                    "auth.dev_issuer.enabled is true while auth.issuers lists real issuers: anyone "
+                    "with the dev issuer's key directory could mint accepted tokens. Disable the dev "
+                    "issuer, or set auth.allow_dev_issuer_with_real_issuers: true if you mean it"
+                )
+        return self
 
 
 class BackendSettings(BaseModel):
@@ -92,7 +225,7 @@ class RoutingSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", yaml_file_encoding="utf-8"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
     listen: ListenSettings = Field(default_factory=ListenSettings)
@@ -118,7 +251,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: objec
             raise ConfigError(f"config file {str(file)!r} does not exist; pass --config with a YAML file")
 
         class FileSettings(Settings):
-            model_config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": file})
+            model_config = SettingsConfigDict(
+                **{**Settings.model_config, "yaml_file": file, "yaml_file_encoding": "utf-8"}
+            )
 
             @classmethod
             def settings_customise_sources(
