@@ -1,0 +1,148 @@
+"""The app factory: builds a gateway from settings and owns its resources' lifetime.
+
+Nothing is created at import time; :meth:`Gateway.start` opens channels, sockets and background
+tasks, :meth:`Gateway.stop` closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import grpc
+import uvicorn
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from gateway.backends.grpc_pool import GrpcBackendPool
+from gateway.config import Settings, parse_address
+from gateway.core.dataplane import DataPlane
+from gateway.core.identity import AllowAllAuthenticator, AllowAllAuthorizer, Authenticator, Authorizer
+from gateway.core.recording import InMemoryRecorder, UsageRecorder
+from gateway.frontends.grpc.service import InferenceService
+from gateway.frontends.http.app import create_http_app
+from gateway.routing.backend import Backend
+from gateway.routing.health import HealthMonitor
+from gateway.routing.registry import Registry
+from gateway.state.memory import InMemoryLoadState
+
+log = logging.getLogger(__name__)
+
+
+def static_backends(settings: Settings) -> list[Backend]:
+    return [
+        Backend(
+            id=Backend.make_id(b.facility, b.grpc),
+            facility=b.facility,
+            grpc_address=b.grpc,
+            http_address=b.http,
+            metrics_address=b.metrics,
+            capacity=b.capacity,
+        )
+        for b in settings.backends
+    ]
+
+
+def _listen_socket(address: str) -> socket.socket:
+    """A bound TCP socket with SO_REUSEPORT, so ``--workers N`` processes share one port."""
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        authenticator: Authenticator | None = None,
+        authorizer: Authorizer | None = None,
+        recorder: UsageRecorder | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics_registry = metrics_registry or REGISTRY
+        self.registry = Registry(static_backends(settings))
+        self.load = InMemoryLoadState()
+        self.recorder: UsageRecorder = recorder or InMemoryRecorder()
+        self.pool = GrpcBackendPool(settings.routing.max_message_bytes)
+        if authenticator is None or authorizer is None:
+            authenticator, authorizer = AllowAllAuthenticator(), AllowAllAuthorizer()
+        self.dataplane = DataPlane(authenticator, authorizer, self.registry, self.load, self.recorder)
+        self.health = HealthMonitor(
+            self.registry, self.pool, settings.routing.health_interval_s, settings.routing.probe_timeout_s
+        )
+        self.grpc_server: grpc.aio.Server | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._http_server: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.health.start()
+        max_bytes = self.settings.routing.max_message_bytes
+        self.grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.so_reuseport", 1),
+            ]
+        )
+        service = InferenceService(self.dataplane, self.pool, self.settings.routing.default_timeout_s)
+        self.grpc_server.add_generic_rpc_handlers((service.generic_handler(),))
+        self.grpc_port = self.grpc_server.add_insecure_port(self.settings.listen.grpc)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {self.settings.listen.grpc}: address in use?")
+        await self.grpc_server.start()
+
+        sock = _listen_socket(self.settings.listen.http)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_http_app(self),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._http_server = uvicorn.Server(config)
+        self._http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.create_task(self._http_server.serve(sockets=[sock]), name="http")
+        while not self._http_server.started:
+            if self._http_task.done():
+                self._http_task.result()
+            await asyncio.sleep(0.01)
+        log.info(
+            "gateway listening: gRPC %s (port %d), HTTP %s (port %d); %d backends",
+            self.settings.listen.grpc,
+            self.grpc_port,
+            self.settings.listen.http,
+            self.http_port,
+            len(self.registry.snapshot.backends),
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+        if self._http_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, grace_s + 1)
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace_s)
+        await self.health.stop()
+        await self.pool.close()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run a gateway until ``stop`` is set."""
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()

@@ -1,0 +1,116 @@
+"""The ``sonic-gateway`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError, load_settings
+from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY, TritonError, TritonPorts, TritonServer
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not received:
+            signal.pause()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.workers import run_workers
+
+    settings = load_settings(args.config)
+    _setup_logging(settings.log_level)
+    return run_workers(settings, args.workers)
+
+
+def cmd_triton(args: argparse.Namespace) -> int:
+    _setup_logging("INFO")
+    server = TritonServer(
+        TritonPorts(args.grpc_port, args.http_port, args.metrics_port),
+        model_repository=Path(args.model_repository),
+        log_path=Path(args.log_file) if args.log_file else None,
+        host=args.host,
+    )
+    server.start()
+    try:
+        server.wait_ready(args.ready_timeout)
+        print(
+            f"Triton ready: gRPC {args.host}:{args.grpc_port}, HTTP {args.host}:{args.http_port}, "
+            f"metrics {args.host}:{args.metrics_port} (Ctrl-C to stop)",
+            flush=True,
+        )
+        wait_for_signal()
+    finally:
+        server.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sonic-gateway", description="Federated, authenticated inference gateway for Triton."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (gRPC and HTTP) until SIGTERM/SIGINT")
+    serve.add_argument("--config", help="YAML configuration file (default: $SONIC_GATEWAY_CONFIG)")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    triton = sub.add_parser("triton", help="run a local Triton facility in the foreground")
+    triton.add_argument("--grpc-port", type=int, default=9001)
+    triton.add_argument("--http-port", type=int, default=9000)
+    triton.add_argument("--metrics-port", type=int, default=9002)
+    triton.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    triton.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
+    triton.add_argument("--log-file", help="write Triton's log here (default: discard)")
+    triton.add_argument("--ready-timeout", type=float, default=120.0)
+    triton.set_defaults(func=cmd_triton)
+
+    demo = sub.add_parser("demo", help="two local Triton facilities, the gateway, and a reco-style job")
+    demo.add_argument("--events", type=int, default=2, help="synthetic events per batch size (default 2)")
+    demo.add_argument("--workdir", default=".sonic/demo", help="logs and state (default .sonic/demo)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except (ConfigError, TritonError) as exc:
+        print(f"sonic-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

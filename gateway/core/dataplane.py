@@ -1,0 +1,132 @@
+"""The protocol-neutral data plane shared by the gRPC and HTTP frontends.
+
+auth -> policy -> route -> forward (through a frontend-supplied ``send``) -> record. Frontends do the
+protocol work (parsing the few header fields, forwarding bytes, mapping errors); everything that
+decides something lives here, once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from gateway.core.identity import Authenticator, Authorizer, Principal
+from gateway.core.recording import UsageEvent, UsageRecorder
+from gateway.errors import BackendUnreachable, ModelNotFound, Unavailable
+from gateway.routing.backend import Backend
+from gateway.routing.balancer import choose_least_loaded
+from gateway.routing.registry import Registry
+from gateway.state.memory import InMemoryLoadState
+
+T = TypeVar("T")
+
+# A request that never reached a backend is retried once elsewhere; one that may have executed is not.
+MAX_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a frontend knows about the caller, independent of protocol."""
+
+    authorization: str | None
+    request_id: str = ""
+    job_id: str | None = None
+    dataset: str | None = None
+
+
+class DataPlane:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        registry: Registry,
+        load: InMemoryLoadState,
+        recorder: UsageRecorder,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.registry = registry
+        self.load = load
+        self.recorder = recorder
+        self._rng = rng or random.Random()
+
+    async def authenticate(self, ctx: CallContext) -> Principal:
+        return await self.authenticator.authenticate(ctx.authorization)
+
+    async def authorize_model(self, ctx: CallContext, model: str) -> Principal:
+        principal = await self.authenticator.authenticate(ctx.authorization)
+        self.authorizer.authorize_infer(principal, model)
+        return principal
+
+    def route(self, model: str, version: str = "", exclude: Iterable[str] = ()) -> Backend:
+        """The least-loaded healthy backend serving ``model[:version]``."""
+        snapshot = self.registry.snapshot
+        candidates = snapshot.candidates(model, version)
+        if exclude:
+            skip = set(exclude)
+            candidates = [b for b in candidates if b.id not in skip]
+        if candidates:
+            return choose_least_loaded(candidates, self.load, self._rng)
+        known = snapshot.known_models()
+        label = f"{model!r} version {version!r}" if version else repr(model)
+        if model not in known or (version and version not in known[model]):
+            names = ", ".join(sorted(known)) or "none"
+            raise ModelNotFound(
+                f"model {label} is not served by any registered facility (models available: {names})"
+            )
+        raise Unavailable(
+            f"model {label} is registered but no healthy backend can serve it now; retry later"
+        )
+
+    async def call_model(
+        self, ctx: CallContext, model: str, version: str, send: Callable[[Backend], Awaitable[T]]
+    ) -> tuple[T, Backend, Principal]:
+        """Authenticate, authorize, route and ``send``; retry once elsewhere if it never arrived."""
+        principal = await self.authorize_model(ctx, model)
+        result, backend = await self.forward(model, version, send)
+        return result, backend, principal
+
+    async def forward(
+        self, model: str, version: str, send: Callable[[Backend], Awaitable[T]]
+    ) -> tuple[T, Backend]:
+        tried: list[str] = []
+        while True:
+            backend = self.route(model, version, tried)
+            self.load.acquire(backend.id)
+            try:
+                return await send(backend), backend
+            except BackendUnreachable as exc:
+                self.registry.mark_unreachable(backend.id, exc.message)
+                tried.append(backend.id)
+                if len(tried) >= MAX_ATTEMPTS:
+                    raise
+            finally:
+                self.load.release(backend.id)
+
+    def record(
+        self,
+        ctx: CallContext,
+        principal: Principal,
+        backend: Backend,
+        model: str,
+        version_requested: str,
+        version_served: str,
+        inferences: int,
+    ) -> None:
+        self.recorder.record(
+            UsageEvent(
+                model=model,
+                version_requested=version_requested,
+                version_served=version_served,
+                facility=backend.facility,
+                backend_id=backend.id,
+                subject=principal.subject,
+                issuer=principal.issuer,
+                job_id=ctx.job_id,
+                dataset=ctx.dataset,
+                inferences=inferences,
+            )
+        )

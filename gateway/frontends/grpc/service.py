@@ -1,0 +1,344 @@
+"""The complete ``inference.GRPCInferenceService`` as a thin adapter over the data plane.
+
+Payloads stay bytes: handlers are registered without (de)serializers, ModelInfer reads only its
+routing header (``gateway.core.wire``) and the backend's answer is returned untouched. Small control
+messages (metadata, config, statistics) are decoded with tritonclient's own protos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from tritonclient.grpc import service_pb2
+
+from gateway import __version__
+from gateway.backends.grpc_pool import GrpcBackendPool
+from gateway.core.dataplane import CallContext, DataPlane
+from gateway.core.wire import (
+    parse_infer_request,
+    response_model_version,
+    stream_error_response,
+    wrap_stream_response,
+)
+from gateway.errors import (
+    GatewayError,
+    InvalidArgument,
+    ModelNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+    status_of,
+)
+from gateway.frontends.grpc.statistics import merge_statistics
+from gateway.routing.backend import Backend
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+M = TypeVar("M")
+
+# Metadata passed on to the backend; the client's token is not among them (facilities get their own).
+_FORWARDED = ("traceparent", "tracestate")
+
+
+def _decode(message_type: Callable[[bytes], M], raw: bytes) -> M:
+    try:
+        return message_type(raw)
+    except Exception as exc:  # protobuf raises DecodeError and friends for bad bytes
+        raise InvalidArgument("malformed request: the message could not be decoded as protobuf") from exc
+
+
+class InferenceService:
+    def __init__(self, dataplane: DataPlane, pool: GrpcBackendPool, default_timeout_s: float) -> None:
+        self.dataplane = dataplane
+        self.pool = pool
+        self.default_timeout_s = default_timeout_s
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _context(self, context: grpc.aio.ServicerContext) -> tuple[CallContext, list[tuple[str, str]]]:
+        authorization = job = dataset = request_id = None
+        forwarded: list[tuple[str, str]] = []
+        for key, value in context.invocation_metadata() or ():
+            if isinstance(value, bytes):
+                continue
+            if key == "authorization":
+                authorization = value
+            elif key == "sonic-job-id":
+                job = value
+            elif key == "sonic-dataset":
+                dataset = value
+            elif key == "x-request-id":
+                request_id = value[:128]
+            elif key in _FORWARDED:
+                forwarded.append((key, value))
+        request_id = request_id or uuid.uuid4().hex
+        forwarded.append(("x-request-id", request_id))
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        return CallContext(authorization, request_id, job, dataset), forwarded
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self.default_timeout_s if remaining is None else min(remaining, self.default_timeout_s)
+
+    def _wrap(self, name: str, fn: Handler) -> Handler:
+        async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                return await fn(request, context)
+            except GatewayError as exc:
+                await self._abort(context, exc)
+            except Exception:
+                log.exception("internal error in %s", name)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal gateway error in {name}")
+            raise AssertionError("unreachable: abort raises")
+
+        return handler
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: GatewayError) -> None:
+        status = status_of(exc)
+        trailing: list[tuple[str, str]] = []
+        for key, value in context.trailing_metadata() or ():
+            trailing.append((key, value))
+        if isinstance(exc, ResourceExhausted) and exc.retry_after_s is not None:
+            trailing.append(("retry-after", f"{exc.retry_after_s:.3f}"))
+        await context.abort(grpc.StatusCode[status.grpc_code], exc.message, tuple(trailing))
+
+    async def _forward_model_call(
+        self, name: str, request: bytes, model: str, version: str, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        ctx, metadata = self._context(context)
+        timeout = self._timeout(context)
+
+        async def send(backend: Backend) -> bytes:
+            return await self.pool.call(backend, name, request, metadata, timeout)
+
+        response, _, _ = await self.dataplane.call_model(ctx, model, version, send)
+        return response
+
+    # -- health and server --------------------------------------------------------------------------
+
+    async def server_live(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return service_pb2.ServerLiveResponse(live=True).SerializeToString()
+
+    async def server_ready(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        ready = bool(self.dataplane.registry.snapshot.healthy_backends())
+        return service_pb2.ServerReadyResponse(ready=ready).SerializeToString()
+
+    async def server_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        ctx, metadata = self._context(context)
+        await self.dataplane.authenticate(ctx)
+        healthy = self.dataplane.registry.snapshot.healthy_backends()
+        if healthy:
+            # The facilities' own answer (name, version, extensions), so clients see a Triton.
+            backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
+            try:
+                return await self.pool.call(backend, "ServerMetadata", request, metadata, self._timeout(context))
+            except Unavailable:
+                pass
+        return service_pb2.ServerMetadataResponse(
+            name="sonic-gateway", version=__version__, extensions=[]
+        ).SerializeToString()
+
+    # -- models -------------------------------------------------------------------------------------
+
+    async def model_ready(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = _decode(service_pb2.ModelReadyRequest.FromString, request)
+        try:
+            return await self._forward_model_call("ModelReady", request, msg.name, msg.version, context)
+        except (ModelNotFound, Unavailable):
+            return service_pb2.ModelReadyResponse(ready=False).SerializeToString()
+
+    async def model_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = _decode(service_pb2.ModelMetadataRequest.FromString, request)
+        return await self._forward_model_call("ModelMetadata", request, msg.name, msg.version, context)
+
+    async def model_config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = _decode(service_pb2.ModelConfigRequest.FromString, request)
+        return await self._forward_model_call("ModelConfig", request, msg.name, msg.version, context)
+
+    async def model_statistics(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = _decode(service_pb2.ModelStatisticsRequest.FromString, request)
+        ctx, metadata = self._context(context)
+        principal = await self.dataplane.authenticate(ctx)
+        snapshot = self.dataplane.registry.snapshot
+        if msg.name:
+            self.dataplane.authorizer.authorize_infer(principal, msg.name)
+            backends = snapshot.candidates(msg.name, msg.version)
+            if not backends:
+                self.dataplane.route(msg.name, msg.version)  # raises the right NOT_FOUND/UNAVAILABLE
+        else:
+            backends = snapshot.healthy_backends()
+        timeout = self._timeout(context)
+        answers = await asyncio.gather(
+            *(self.pool.call(b, "ModelStatistics", request, metadata, timeout) for b in backends),
+            return_exceptions=True,
+        )
+        good = [service_pb2.ModelStatisticsResponse.FromString(a) for a in answers if isinstance(a, bytes)]
+        if not good:
+            errors = [a for a in answers if isinstance(a, GatewayError)]
+            if errors:
+                raise errors[0]
+        merged = merge_statistics(good)
+        if not msg.name:
+            allowed = []
+            for stats in merged.model_stats:
+                try:
+                    self.dataplane.authorizer.authorize_infer(principal, stats.name)
+                    allowed.append(stats)
+                except PermissionDenied:
+                    continue
+            del merged.model_stats[:]
+            merged.model_stats.extend(allowed)
+        return bytes(merged.SerializeToString())
+
+    async def repository_index(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = _decode(service_pb2.RepositoryIndexRequest.FromString, request)
+        ctx, _ = self._context(context)
+        await self.dataplane.authenticate(ctx)
+        snapshot = self.dataplane.registry.snapshot
+        index = service_pb2.RepositoryIndexResponse()
+        for name, versions in sorted(snapshot.known_models().items()):
+            for version in sorted(versions):
+                ready = bool(snapshot.candidates(name, version))
+                if msg.ready and not ready:
+                    continue
+                index.models.add(
+                    name=name,
+                    version=version,
+                    state="READY" if ready else "UNAVAILABLE",
+                    reason="" if ready else "no healthy backend serves this version now",
+                )
+        return bytes(index.SerializeToString())
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    async def _infer(
+        self, request: bytes, ctx: CallContext, metadata: list[tuple[str, str]], timeout: float
+    ) -> bytes:
+        header = parse_infer_request(request)
+        principal = await self.dataplane.authorize_model(ctx, header.model_name)
+
+        async def send(backend: Backend) -> bytes:
+            return await self.pool.call(backend, "ModelInfer", request, metadata, timeout)
+
+        response, backend = await self.dataplane.forward(header.model_name, header.model_version, send)
+        self.dataplane.record(
+            ctx,
+            principal,
+            backend,
+            header.model_name,
+            header.model_version,
+            response_model_version(response),
+            header.batch_size,
+        )
+        return response
+
+    async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        ctx, metadata = self._context(context)
+        return await self._infer(request, ctx, metadata, self._timeout(context))
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Each streamed request is routed on its own; answers come back as they complete.
+
+        Errors of one request travel as ``error_message`` in the stream (as Triton does) and do not
+        end it; a bad token ends the stream before anything is forwarded.
+        """
+        ctx, metadata = self._context(context)
+        try:
+            await self.dataplane.authenticate(ctx)
+        except GatewayError as exc:
+            await self._abort(context, exc)
+        out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(request: bytes) -> None:
+            try:
+                response = await self._infer(request, ctx, metadata, self._timeout(context))
+                await out.put(wrap_stream_response(response))
+            except GatewayError as exc:
+                await out.put(stream_error_response(exc.message))
+            except Exception:
+                log.exception("internal error in ModelStreamInfer")
+                await out.put(stream_error_response("internal gateway error"))
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                await out.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    # -- what a remote gateway cannot offer -----------------------------------------------------------
+
+    async def _no_model_control(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise Unimplemented(
+            "loading and unloading models is done by each facility's operators; "
+            "ask a gateway admin to register the deployment instead"
+        )
+
+    async def _shm_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b""  # no regions are ever registered: an empty status message
+
+    async def _shm_register(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise Unimplemented(
+            "shared memory cannot cross the network between a job and a remote facility; "
+            "send the tensors in the request instead"
+        )
+
+    async def _shm_unregister(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b""  # nothing registered, so unregistering succeeds trivially
+
+    async def _facility_settings(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise Unimplemented(
+            "trace and log settings belong to each facility's Triton server; ask its operator"
+        )
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        unary: dict[str, Handler] = {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelReady": self.model_ready,
+            "ModelMetadata": self.model_metadata,
+            "ModelConfig": self.model_config,
+            "ModelStatistics": self.model_statistics,
+            "RepositoryIndex": self.repository_index,
+            "ModelInfer": self.model_infer,
+            "RepositoryModelLoad": self._no_model_control,
+            "RepositoryModelUnload": self._no_model_control,
+            "SystemSharedMemoryStatus": self._shm_status,
+            "SystemSharedMemoryRegister": self._shm_register,
+            "SystemSharedMemoryUnregister": self._shm_unregister,
+            "CudaSharedMemoryStatus": self._shm_status,
+            "CudaSharedMemoryRegister": self._shm_register,
+            "CudaSharedMemoryUnregister": self._shm_unregister,
+            "TraceSetting": self._facility_settings,
+            "LogSettings": self._facility_settings,
+        }
+        handlers: dict[str, Any] = {
+            name: grpc.unary_unary_rpc_method_handler(self._wrap(name, fn)) for name, fn in unary.items()
+        }
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.model_stream_infer)
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

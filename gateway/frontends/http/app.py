@@ -1,0 +1,49 @@
+"""The HTTP frontend: health, metrics (and, as they land, KServe v2 REST and the admin API).
+
+Built by :func:`create_http_app` from a running :class:`~gateway.app.Gateway`; resources are injected
+through FastAPI dependencies, never created at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import __version__
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated["Gateway", Depends(get_gateway)]
+
+
+def create_http_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="SONIC Gateway",
+        version=__version__,
+        description="Federated, authenticated inference gateway for Triton (KServe v2 protocol).",
+    )
+    app.state.gateway = gateway
+
+    @app.get("/v2/health/live", tags=["health"])
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/health/ready", tags=["health"])
+    async def ready(gw: GatewayDep) -> Response:
+        healthy = gw.registry.snapshot.healthy_backends()
+        return Response(status_code=200 if healthy else 400)
+
+    @app.get("/metrics", tags=["observability"])
+    async def metrics(gw: GatewayDep) -> Response:
+        return Response(generate_latest(gw.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,64 @@
+"""``serve --workers N``: N gateway processes on the same ports (SO_REUSEPORT), one event loop each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+
+from gateway.app import serve
+from gateway.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _run_one(settings: Settings) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+
+
+def _child(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _run_one(settings)
+
+
+def run_workers(settings: Settings, workers: int) -> int:
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if workers == 1:
+        _run_one(settings)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(settings,), name=f"gateway-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    # A worker that dies on its own takes the others down: a half-running gateway hides failures.
+    while all(p.is_alive() for p in procs) and not stopping:
+        for p in procs:
+            p.join(0.5)
+    forward(signal.SIGTERM, None)
+    for p in procs:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    return 0 if stopping else 1
