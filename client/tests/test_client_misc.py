@@ -39,7 +39,8 @@ def test_retry_policy_backoff() -> None:
     assert p.delay(1, retry_after=3.0, rng=rng) >= 3.0
     assert p.delay(1, retry_after=1e6, rng=rng) == p.max_retry_after
     assert RetryPolicy(jitter=False).delay(3) == pytest.approx(0.4)
-    assert p.should_retry("UNAVAILABLE", 1) and p.should_retry("RESOURCE_EXHAUSTED", 4)
+    assert p.should_retry("UNAVAILABLE", 1)
+    assert p.should_retry("RESOURCE_EXHAUSTED", 4)
     assert not p.should_retry("UNAVAILABLE", 5)
     for code in ("INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND",
                  "DEADLINE_EXCEEDED", "INTERNAL"):
@@ -92,7 +93,8 @@ def test_protodune_patches() -> None:
     assert len(hits) > 50
     patches = extract_patches(ev.image, hits)
     assert patches.shape == (len(hits), PATCH_SIZE, PATCH_SIZE, 1)
-    assert patches.dtype == np.float32 and patches.flags.c_contiguous
+    assert patches.dtype == np.float32
+    assert patches.flags.c_contiguous
     w, t = hits[0]
     assert patches[0, 24, 24, 0] == ev.image[w, t]  # the hit sits at the patch centre
     np.testing.assert_array_equal(patches[0, :, :, 0][24 - min(w, 24):, 24 - min(t, 24):][:1, :1],

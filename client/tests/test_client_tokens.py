@@ -139,7 +139,8 @@ def test_oauth2_refreshes_expiring_source_token(tmp_path: Path) -> None:
     assert p.get_token() == "refreshed"
     assert route.call_count == 1
     body = route.calls[0].request.content.decode()
-    assert "grant_type=refresh_token" in body and "refresh_token=rt-1" in body
+    assert "grant_type=refresh_token" in body
+    assert "refresh_token=rt-1" in body
     f.write_text(jwt(time.time() - 5))  # still stale: cached refreshed token, no new request
     assert p.get_token() == "refreshed"
     assert route.call_count == 1
