@@ -214,7 +214,7 @@ class Client(_Base):
         timeout: float | None = 60.0,
         retry: RetryPolicy | None = None,
         compression: Compression = None,
-        compression_min_ratio: float = 2.0,
+        compression_min_ratio: float = 4.0,
         headers: Mapping[str, str] | None = None,
         root_certificates: str | None = None,
     ) -> None:
@@ -422,7 +422,7 @@ class AsyncClient(_Base):
         timeout: float | None = 60.0,
         retry: RetryPolicy | None = None,
         compression: Compression = None,
-        compression_min_ratio: float = 2.0,
+        compression_min_ratio: float = 4.0,
         headers: Mapping[str, str] | None = None,
         root_certificates: str | None = None,
     ) -> None:

@@ -59,3 +59,32 @@ def test_classify_event_and_example(fake_triton: Any, monkeypatch: pytest.Monkey
     out = capsys.readouterr().out
     assert "preprocess" in out
     assert "mean" in out
+
+
+CPP = Path(__file__).resolve().parents[1] / "examples" / "cpp"
+
+
+def test_cpp_token_discovery_matches_python(tmp_path: Path) -> None:
+    """Compile the C++ discovery header from docs/client.md and check it agrees with Python."""
+    import os
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler: the C++ token-discovery snippet is not compile-checked")
+    exe = tmp_path / "discover"
+    subprocess.run([cxx, "-std=c++17", "-Wall", "-Werror", "-O0", "-o", str(exe),
+                    str(CPP / "discover_main.cpp")], check=True, timeout=60)
+    f = tmp_path / "tok"
+    f.write_text(" from-file\n")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_RUNTIME_DIR")}
+    from sonic_client import discover_token
+
+    for extra in ({"BEARER_TOKEN": "from-env", "BEARER_TOKEN_FILE": str(f)},
+                  {"BEARER_TOKEN_FILE": str(f)}):
+        env = {**base, **extra}
+        got = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=10,
+                             check=True).stdout.strip()
+        assert got == discover_token(env)
