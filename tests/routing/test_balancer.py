@@ -1,0 +1,78 @@
+"""Least-loaded choice and what the router does when nothing can serve."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from gateway.core.dataplane import DataPlane
+from gateway.core.identity import AllowAllAuthenticator, AllowAllAuthorizer
+from gateway.core.recording import InMemoryRecorder
+from gateway.errors import ModelNotFound, Unavailable
+from gateway.routing.backend import Backend
+from gateway.routing.balancer import choose_least_loaded
+from gateway.routing.registry import Registry
+from gateway.state.memory import InMemoryLoadState
+
+
+def _backend(name: str, capacity: float = 1.0, draining: bool = False) -> Backend:
+    return Backend(id=name, facility=name, grpc_address=f"{name}:1", capacity=capacity, draining=draining)
+
+
+def test_picks_smallest_in_flight_per_capacity() -> None:
+    load = InMemoryLoadState()
+    small, big = _backend("small", 1), _backend("big", 4)
+    for _ in range(2):
+        load.acquire("small")
+    for _ in range(4):
+        load.acquire("big")
+    # 2/1 = 2.0 for small, 4/4 = 1.0 for big
+    assert choose_least_loaded([small, big], load) is big
+
+
+def test_ties_are_broken_at_random() -> None:
+    load = InMemoryLoadState()
+    backends = [_backend(n) for n in "abc"]
+    rng = random.Random(7)
+    picks = Counter(choose_least_loaded(backends, load, rng).id for _ in range(600))
+    assert set(picks) == {"a", "b", "c"}
+    assert min(picks.values()) > 120  # each near 200: no backend is favoured by position
+
+
+def _plane(registry: Registry) -> DataPlane:
+    return DataPlane(
+        AllowAllAuthenticator(), AllowAllAuthorizer(), registry, InMemoryLoadState(), InMemoryRecorder()
+    )
+
+
+def test_route_respects_health_version_and_draining() -> None:
+    registry = Registry([_backend("a"), _backend("b"), _backend("c", draining=True)])
+    registry.update_health("a", True, {"m": frozenset({"1"})})
+    registry.update_health("b", True, {"m": frozenset({"1", "2"})})
+    registry.update_health("c", True, {"m": frozenset({"2"})})
+    plane = _plane(registry)
+    assert plane.route("m", "2").id == "b"
+    assert {plane.route("m").id for _ in range(50)} == {"a", "b"}
+    registry.mark_unreachable("b", "connection refused")
+    with pytest.raises(Unavailable, match="'m' version '2' is registered but no healthy backend"):
+        plane.route("m", "2")
+
+
+def test_unknown_model_and_version_are_not_found_with_the_known_models() -> None:
+    registry = Registry([_backend("a")])
+    registry.update_health("a", True, {"m": frozenset({"1"})})
+    plane = _plane(registry)
+    with pytest.raises(ModelNotFound, match=r"model 'other' is not served .*models available: m"):
+        plane.route("other")
+    with pytest.raises(ModelNotFound, match="'m' version '9'"):
+        plane.route("m", "9")
+
+
+def test_registry_replacement_keeps_health_of_kept_backends() -> None:
+    registry = Registry([_backend("a")])
+    registry.update_health("a", True, {"m": frozenset({"1"})})
+    registry.set_backends([_backend("a"), _backend("new")])
+    assert [b.id for b in registry.snapshot.candidates("m")] == ["a"]
+    assert not registry.snapshot.health["new"].healthy

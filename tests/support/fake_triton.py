@@ -1,0 +1,71 @@
+"""An in-process fake Triton gRPC server with scripted behaviour, for faults and edge cases."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+
+@dataclass
+class Script:
+    """What the fake does; tests change it between calls."""
+
+    models: dict[str, list[str]] = field(default_factory=lambda: {"toy": ["1"]})
+    ready: bool = True
+    infer_error: tuple[grpc.StatusCode, str] | None = None
+    infer_delay_s: float = 0.0
+    seen_metadata: list[dict[str, str]] = field(default_factory=list)
+    infer_count: int = 0
+
+
+class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, name: str, script: Script | None = None) -> None:
+        self.name = name
+        self.script = script or Script()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, port: int = 0) -> None:
+        self.server = grpc.aio.server()
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802 - protocol names
+        return service_pb2.ServerReadyResponse(ready=self.script.ready)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return service_pb2.ServerMetadataResponse(name=f"fake-{self.name}", version="0")
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        out = service_pb2.RepositoryIndexResponse()
+        for name, versions in self.script.models.items():
+            for version in versions:
+                out.models.add(name=name, version=version, state="READY")
+        return out
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.script.seen_metadata.append(dict(context.invocation_metadata()))
+        self.script.infer_count += 1
+        if self.script.infer_delay_s:
+            await asyncio.sleep(self.script.infer_delay_s)
+        if self.script.infer_error is not None:
+            await context.abort(*self.script.infer_error)
+        response = service_pb2.ModelInferResponse(
+            model_name=request.model_name, model_version=self.script.models[request.model_name][-1], id=request.id
+        )
+        out = response.outputs.add(name="SERVED_BY", datatype="BYTES", shape=[1])
+        out.contents.bytes_contents.append(self.name.encode())
+        return response
