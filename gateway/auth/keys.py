@@ -227,7 +227,7 @@ class IssuerKeys:
         self._keys: dict[str, VerificationKey] | None = None
         self._fetched_at = 0.0
         self._last_attempt: float | None = None
-        self._attempts = 0
+        self._completed = 0  # finished fetch attempts
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self.fetch_count = 0  # attempts, for tests and debugging
@@ -236,12 +236,11 @@ class IssuerKeys:
         return self._last_attempt is None or now - self._last_attempt >= self._retry_s
 
     async def refresh(self) -> None:
-        """Fetch now (one fetch at a time; waiters reuse the attempt that ran while they waited)."""
-        seen = self._attempts
+        """Fetch now; a caller that arrives while a fetch runs waits for it instead of fetching again."""
+        seen = self._completed
         async with self._lock:
-            if self._attempts != seen:
+            if self._completed != seen:
                 return
-            self._attempts += 1
             self.fetch_count += 1
             self._last_attempt = self._clock()
             try:
@@ -254,6 +253,8 @@ class IssuerKeys:
                     "signing keys of issuer %s not refreshed: %s", safe(self.issuer), type(exc).__name__
                 )
                 return
+            finally:
+                self._completed += 1
             self._keys = keys
             self._fetched_at = self._clock()
             log.info("issuer %s: %d signing keys loaded", safe(self.issuer), len(keys))
@@ -273,7 +274,7 @@ class IssuerKeys:
             key = self._keys.get(kid)
             if key is not None:
                 return key
-            if self._may_fetch(now):
+            if self._may_fetch(now) or self._lock.locked():
                 await self.refresh()
                 key = self._keys.get(kid) if self._keys is not None else None
                 if key is not None:
@@ -282,7 +283,7 @@ class IssuerKeys:
                 "unknown_kid",
                 "the token's signing key (kid) is not among its issuer's current keys; obtain a fresh token",
             )
-        if self._may_fetch(now):
+        if self._may_fetch(now) or self._lock.locked():
             await self.refresh()
         if self._keys is None:
             raise Unavailable(
