@@ -117,7 +117,7 @@ class TokenAuthenticator:
         if detail not in _UNPARSED:
             issuer = self._claimed_issuer(authorization)
         self._counter.labels(issuer, "rejected", detail).inc()
-        log.info("token rejected: issuer=%s reason=%s", safe(issuer), detail)
+        log.debug("token rejected: issuer=%s reason=%s", safe(issuer), detail)
 
     def _claimed_issuer(self, authorization: str | None) -> str:
         """The configured issuer the token claims, for the metric label; anything else is unknown."""
