@@ -10,6 +10,13 @@ from tritonclient.grpc import service_pb2
 _MAX_FIELDS = {"last_inference"}
 
 
+def _is_repeated(fd: Any) -> bool:
+    # protobuf >= 5.29 deprecates FieldDescriptor.label in favour of is_repeated
+    if hasattr(fd, "is_repeated"):
+        return bool(fd.is_repeated)
+    return bool(fd.label == fd.LABEL_REPEATED)
+
+
 def _merge_message(into: Any, other: Any) -> None:
     for fd, value in other.ListFields():
         name = fd.name
@@ -17,7 +24,7 @@ def _merge_message(into: Any, other: Any) -> None:
             target = getattr(into, name)
             for key, item in value.items():
                 _merge_message(target[key], item)
-        elif fd.label == fd.LABEL_REPEATED:
+        elif _is_repeated(fd):
             if name == "batch_stats":
                 by_size = {b.batch_size: b for b in getattr(into, name)}
                 for item in value:
