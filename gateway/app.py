@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
-from gateway.core.identity import AllowAllAuthenticator, AllowAllAuthorizer, Authenticator, Authorizer
+from gateway.auth import build_auth
+from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import InMemoryRecorder, UsageRecorder
 from gateway.frontends.grpc.service import InferenceService
 from gateway.frontends.http.app import create_http_app
@@ -73,7 +74,9 @@ class Gateway:
         self.recorder: UsageRecorder = recorder or InMemoryRecorder()
         self.pool = GrpcBackendPool(settings.routing.max_message_bytes)
         if authenticator is None or authorizer is None:
-            authenticator, authorizer = AllowAllAuthenticator(), AllowAllAuthorizer()
+            authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
+        self.authenticator = authenticator
+        self.authorizer = authorizer
         self.dataplane = DataPlane(authenticator, authorizer, self.registry, self.load, self.recorder)
         self.health = HealthMonitor(
             self.registry, self.pool, settings.routing.health_interval_s, settings.routing.probe_timeout_s
@@ -136,6 +139,9 @@ class Gateway:
             await self.grpc_server.stop(grace_s)
         await self.health.stop()
         await self.pool.close()
+        aclose = getattr(self.authenticator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

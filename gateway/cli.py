@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gateway.auth.cli import add_token_arguments, run_token_command
 from gateway.config import ConfigError, load_settings
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY, TritonError, TritonPorts, TritonServer
 
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--log-file", help="write Triton's log here (default: discard)")
     triton.add_argument("--ready-timeout", type=float, default=120.0)
     triton.set_defaults(func=cmd_triton)
+
+    token = sub.add_parser("token", help="mint a token from the local development issuer")
+    add_token_arguments(token)
+    token.set_defaults(func=run_token_command)
 
     demo = sub.add_parser("demo", help="two local Triton facilities, the gateway, and a reco-style job")
     demo.add_argument("--events", type=int, default=2, help="synthetic events per batch size (default 2)")
