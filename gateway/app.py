@@ -10,15 +10,16 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 
 import grpc
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from gateway.auth import build_auth
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
-from gateway.auth import build_auth
 from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import InMemoryRecorder, UsageRecorder
 from gateway.frontends.grpc.service import InferenceService
@@ -55,6 +56,14 @@ def _listen_socket(address: str) -> socket.socket:
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our event loop: signals belong to the process owner, not to uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Gateway:
@@ -113,8 +122,7 @@ class Gateway:
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-        self._http_server = uvicorn.Server(config)
-        self._http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_server = _EmbeddedServer(config)
         self._http_task = asyncio.create_task(self._http_server.serve(sockets=[sock]), name="http")
         while not self._http_server.started:
             if self._http_task.done():

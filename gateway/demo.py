@@ -139,21 +139,33 @@ def _run_job(gateway: Gateway, token: str, events: int, client_cls, classify, ge
     url = f"127.0.0.1:{gateway.grpc_port}"
     for batch_size in (235, 1693):
         _say(f"\n== Reconstruction job: {events} synthetic ProtoDUNE-SP events, batches of {batch_size}")
-        _say(f"{'event':>5} {'patches':>8} {'requests':>8} {'MB sent':>8} {'preprocess':>10} {'transmit':>9} "
-             f"{'wait':>8} {'inferences/s':>12}")
+        _say(
+            f"{'event':>5} {'patches':>8} {'requests':>8} {'MB sent':>8} {'preprocess':>10} {'transmit':>9} "
+            f"{'wait':>8} {'inferences/s':>12}"
+        )
         total_patches, total_time = 0, 0.0
-        with client_cls(url, token=token, job_id=f"demo-batch{batch_size}", dataset="synthetic:protodune-sp",
-                        concurrency=1) as client:
+        with client_cls(
+            url,
+            token=token,
+            job_id=f"demo-batch{batch_size}",
+            dataset="synthetic:protodune-sp",
+            concurrency=1,
+        ) as client:
             for i in range(events):
                 report = classify(client, generate(1000 + i, event_id=i), batch_size=batch_size)
                 service = report.transmit_s + report.wait_s
                 total_patches += report.n_hits
                 total_time += service
-                _say(f"{report.event_id:>5} {report.n_hits:>8} {report.n_batches:>8} "
-                     f"{report.bytes_sent / 1e6:>8.1f} {report.preprocess_s:>9.3f}s {report.transmit_s:>8.3f}s "
-                     f"{report.wait_s:>7.3f}s {report.n_hits / service:>12,.0f}")
-        _say(f"   batch {batch_size}: {total_patches / total_time:,.0f} inferences/s through the gateway "
-             "(one blocking client, as in the paper's LArSoft module)")
+                _say(
+                    f"{report.event_id:>5} {report.n_hits:>8} {report.n_batches:>8} "
+                    f"{report.bytes_sent / 1e6:>8.1f} {report.preprocess_s:>9.3f}s "
+                    f"{report.transmit_s:>8.3f}s "
+                    f"{report.wait_s:>7.3f}s {report.n_hits / service:>12,.0f}"
+                )
+        _say(
+            f"   batch {batch_size}: {total_patches / total_time:,.0f} inferences/s through the gateway "
+            "(one blocking client, as in the paper's LArSoft module)"
+        )
 
 
 def _show_shares(recorder: InMemoryRecorder) -> None:
@@ -164,11 +176,16 @@ def _show_shares(recorder: InMemoryRecorder) -> None:
     total = sum(requests.values()) or 1
     _say("\n== Where the requests went (least-loaded routing across facilities)")
     for facility in FACILITIES:
-        _say(f"   {facility:<16} {requests[facility]:>5} requests ({100 * requests[facility] / total:5.1f} %)"
-             f"  {inferences[facility]:>8,} inferences")
+        _say(
+            f"   {facility:<16} {requests[facility]:>5} requests ({100 * requests[facility] / total:5.1f} %)"
+            f"  {inferences[facility]:>8,} inferences"
+        )
     versions = {(e.model, e.version_served) for e in recorder.events}
     jobs = sorted({e.job_id or "-" for e in recorder.events})
-    _say(f"   provenance: jobs {', '.join(jobs)} served by {', '.join(f'{m} v{v}' for m, v in sorted(versions))}")
+    _say(
+        f"   provenance: jobs {', '.join(jobs)} served by "
+        + ", ".join(f"{m} v{v}" for m, v in sorted(versions))
+    )
 
 
 def _show_patches(url: str, token: str, client_cls, generate, find_hits, extract) -> None:  # type: ignore[no-untyped-def]
@@ -180,8 +197,10 @@ def _show_patches(url: str, token: str, client_cls, generate, find_hits, extract
     _say("\n== A few classified patches (untrained stand-in weights: classes are illustrative)")
     _say(f"   {'patch':>5} {'charge':>8} {'track':>7} {'shower':>7} {'none':>7} {'michel':>7}  class")
     for i in range(len(patches)):
-        _say(f"   {i:>5} {float(patches[i].sum()):>8.0f} {probs[i, 0]:>7.3f} {probs[i, 1]:>7.3f} "
-             f"{probs[i, 2]:>7.3f} {michel[i]:>7.3f}  {CLASSES[int(np.argmax(probs[i]))]}")
+        _say(
+            f"   {i:>5} {float(patches[i].sum()):>8.0f} {probs[i, 0]:>7.3f} {probs[i, 1]:>7.3f} "
+            f"{probs[i, 2]:>7.3f} {michel[i]:>7.3f}  {CLASSES[int(np.argmax(probs[i]))]}"
+        )
 
 
 if __name__ == "__main__":

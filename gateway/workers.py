@@ -26,7 +26,9 @@ def _run_one(settings: Settings) -> None:
 
 
 def _child(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     _run_one(settings)
 
 

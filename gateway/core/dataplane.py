@@ -51,7 +51,7 @@ class DataPlane:
         self.registry = registry
         self.load = load
         self.recorder = recorder
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not cryptography
 
     async def authenticate(self, ctx: CallContext) -> Principal:
         return await self.authenticator.authenticate(ctx.authorization)
@@ -77,9 +77,7 @@ class DataPlane:
             raise ModelNotFound(
                 f"model {label} is not served by any registered facility (models available: {names})"
             )
-        raise Unavailable(
-            f"model {label} is registered but no healthy backend can serve it now; retry later"
-        )
+        raise Unavailable(f"model {label} is registered but no healthy backend can serve it now; retry later")
 
     async def call_model(
         self, ctx: CallContext, model: str, version: str, send: Callable[[Backend], Awaitable[T]]

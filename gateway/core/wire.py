@@ -83,7 +83,6 @@ def _text(buf: memoryview, start: int, end: int, what: str) -> str:
 def _parameter(buf: memoryview, start: int, end: int) -> str | int | float | bool | None:
     """InferParameter: oneof bool(1) int64(2) string(3) double(4) uint64(5)."""
 
-
     for number, wire, a, b in _fields(buf, start, end):
         if number == 1 and wire == _VARINT:
             return bool(a)

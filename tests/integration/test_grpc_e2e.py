@@ -39,9 +39,7 @@ def _strip_volatile(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def clients(
-    gateway: Gateway, tritons: list[TritonServer]
-) -> Any:
+async def clients(gateway: Gateway, tritons: list[TritonServer]) -> Any:
     via = tc.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}")
     direct = tc.InferenceServerClient(tritons[0].grpc_address)
     yield via, direct
@@ -118,6 +116,8 @@ async def test_streaming_inference(clients: Any) -> None:
     seen = []
     async for result, error in via.stream_infer(requests()):
         assert error is None
-        np.testing.assert_allclose(result.as_numpy("michel_netout"), want.as_numpy("michel_netout"), rtol=1e-5)
+        np.testing.assert_allclose(
+            result.as_numpy("michel_netout"), want.as_numpy("michel_netout"), rtol=1e-5
+        )
         seen.append(result.get_response().id)
     assert sorted(seen) == ["0", "1", "2"]

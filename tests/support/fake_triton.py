@@ -43,20 +43,20 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore
         if self.server is not None:
             await self.server.stop(0)
 
-    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802 - protocol names
+    async def ServerReady(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerReadyResponse(ready=self.script.ready)
 
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerMetadataResponse(name=f"fake-{self.name}", version="0")
 
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         out = service_pb2.RepositoryIndexResponse()
         for name, versions in self.script.models.items():
             for version in versions:
                 out.models.add(name=name, version=version, state="READY")
         return out
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
         self.script.seen_metadata.append(dict(context.invocation_metadata()))
         self.script.infer_count += 1
         if self.script.infer_delay_s:
@@ -64,7 +64,9 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore
         if self.script.infer_error is not None:
             await context.abort(*self.script.infer_error)
         response = service_pb2.ModelInferResponse(
-            model_name=request.model_name, model_version=self.script.models[request.model_name][-1], id=request.id
+            model_name=request.model_name,
+            model_version=self.script.models[request.model_name][-1],
+            id=request.id,
         )
         out = response.outputs.add(name="SERVED_BY", datatype="BYTES", shape=[1])
         out.contents.bytes_contents.append(self.name.encode())

@@ -119,17 +119,18 @@ class InferenceService:
         async def send(backend: Backend) -> bytes:
             return await self.pool.call(backend, name, request, metadata, timeout)
 
+        response: bytes
         response, _, _ = await self.dataplane.call_model(ctx, model, version, send)
         return response
 
     # -- health and server --------------------------------------------------------------------------
 
     async def server_live(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return service_pb2.ServerLiveResponse(live=True).SerializeToString()
+        return bytes(service_pb2.ServerLiveResponse(live=True).SerializeToString())
 
     async def server_ready(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ready = bool(self.dataplane.registry.snapshot.healthy_backends())
-        return service_pb2.ServerReadyResponse(ready=ready).SerializeToString()
+        return bytes(service_pb2.ServerReadyResponse(ready=ready).SerializeToString())
 
     async def server_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ctx, metadata = self._context(context)
@@ -139,12 +140,16 @@ class InferenceService:
             # The facilities' own answer (name, version, extensions), so clients see a Triton.
             backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
             try:
-                return await self.pool.call(backend, "ServerMetadata", request, metadata, self._timeout(context))
+                return await self.pool.call(
+                    backend, "ServerMetadata", request, metadata, self._timeout(context)
+                )
             except Unavailable:
                 pass
-        return service_pb2.ServerMetadataResponse(
-            name="sonic-gateway", version=__version__, extensions=[]
-        ).SerializeToString()
+        return bytes(
+            service_pb2.ServerMetadataResponse(
+                name="sonic-gateway", version=__version__, extensions=[]
+            ).SerializeToString()
+        )
 
     # -- models -------------------------------------------------------------------------------------
 
@@ -153,7 +158,7 @@ class InferenceService:
         try:
             return await self._forward_model_call("ModelReady", request, msg.name, msg.version, context)
         except (ModelNotFound, Unavailable):
-            return service_pb2.ModelReadyResponse(ready=False).SerializeToString()
+            return bytes(service_pb2.ModelReadyResponse(ready=False).SerializeToString())
 
     async def model_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         msg = _decode(service_pb2.ModelMetadataRequest.FromString, request)

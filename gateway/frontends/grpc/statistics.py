@@ -44,7 +44,9 @@ def _merge_message(into: Any, other: Any) -> None:
             setattr(into, name, value)
 
 
-def merge_statistics(responses: Iterable[service_pb2.ModelStatisticsResponse]) -> service_pb2.ModelStatisticsResponse:
+def merge_statistics(
+    responses: Iterable[service_pb2.ModelStatisticsResponse],
+) -> service_pb2.ModelStatisticsResponse:
     merged: dict[tuple[str, str], Any] = {}
     for response in responses:
         for stats in response.model_stats:
