@@ -1,0 +1,77 @@
+"""Alembic, configured in code: no ``alembic.ini``; the scripts live in the repo's ``migrations/``.
+
+``migrations/`` sits at the top of the repository (next to ``gateway/``), which is where it is found
+from a source checkout and from the editable install the project uses. ``SONIC_GATEWAY_MIGRATIONS``
+points elsewhere (e.g. a container image that copies the directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from gateway.catalog.db import make_engine
+
+
+class MigrationsNotFound(RuntimeError):
+    pass
+
+
+def migrations_dir() -> Path:
+    override = os.environ.get("SONIC_GATEWAY_MIGRATIONS")
+    candidates = [Path(override)] if override else []
+    candidates.append(Path(__file__).resolve().parents[2] / "migrations")
+    for path in candidates:
+        if (path / "env.py").is_file():
+            return path
+    raise MigrationsNotFound(
+        f"the catalog migrations were not found (looked in {', '.join(map(str, candidates))}); "
+        "set SONIC_GATEWAY_MIGRATIONS to the migrations/ directory of the sonic-gateway sources"
+    )
+
+
+def alembic_config(url: str, engine: Engine | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    # '%' is ConfigParser interpolation; URLs with escaped passwords contain it.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(url: str, revision: str = "head", engine: Engine | None = None) -> None:
+    command.upgrade(alembic_config(url, engine), revision)
+
+
+def downgrade(url: str, revision: str = "base", engine: Engine | None = None) -> None:
+    command.downgrade(alembic_config(url, engine), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_current(engine: Engine) -> bool:
+    return current_revision(engine) == head_revision()
+
+
+def upgrade_url(url: str) -> str | None:
+    """``sonic-gateway db upgrade``: migrate ``url`` to the newest revision; returns it."""
+    engine = make_engine(url)
+    try:
+        upgrade(url, engine=engine)
+        return current_revision(engine)
+    finally:
+        engine.dispose()

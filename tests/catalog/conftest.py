@@ -1,0 +1,55 @@
+"""Catalog fixtures: a migrated SQLite file per test, and PostgreSQL when SONIC_TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from gateway.catalog import migrate
+from gateway.catalog.db import make_engine
+
+PG_URL = os.environ.get("SONIC_TEST_DATABASE_URL", "")
+PG_SKIP = "set SONIC_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run"
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (dropped afterwards), selected through the connection's search_path."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def migrated_engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    migrate.upgrade(db_url, engine=engine)
+    yield engine
+    engine.dispose()
