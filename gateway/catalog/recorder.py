@@ -1,0 +1,189 @@
+"""Usage provenance written to the catalog in batches, off the hot path.
+
+``record()`` only appends to a bounded buffer (never blocks, never raises; counts what it drops when
+full). A background task flushes every ``interval_s`` seconds, or sooner once ``batch_size`` events are
+waiting, in ONE transaction that upsert-increments one ``usage`` row per (job, model, version, backend,
+subject). Events leave the buffer only after their transaction committed: a database outage loses
+nothing that fits in the buffer. ``stop()`` flushes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.catalog.models import Usage
+from gateway.core.recording import UsageEvent
+
+log = logging.getLogger(__name__)
+
+UsageKey = tuple[str, str, str, str, str]  # job_id, model, version, backend, subject
+
+
+@dataclass
+class _Row:
+    dataset: str
+    facility: str
+    issuer: str
+    n_requests: int
+    n_inferences: int
+    first_seen: float
+    last_seen: float
+
+
+def aggregate(events: Iterable[UsageEvent]) -> dict[UsageKey, _Row]:
+    rows: dict[UsageKey, _Row] = {}
+    for e in events:
+        key = (e.job_id or "", e.model, e.version_served, e.backend_id, e.subject)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = _Row(
+                e.dataset or "", e.facility, e.issuer, e.requests, e.inferences, e.timestamp, e.timestamp
+            )
+        else:
+            row.n_requests += e.requests
+            row.n_inferences += e.inferences
+            row.first_seen = min(row.first_seen, e.timestamp)
+            row.last_seen = max(row.last_seen, e.timestamp)
+            if e.dataset:
+                row.dataset = e.dataset
+    return rows
+
+
+def _ts(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+def write_usage(engine: Engine, events: list[UsageEvent]) -> int:
+    """Upsert-increment ``events`` in one transaction; returns the number of rows touched."""
+    rows = aggregate(events)
+    if not rows:
+        return 0
+    dialect = engine.dialect.name
+    insert: Any
+    if dialect == "postgresql":
+        insert = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"usage recording supports SQLite and PostgreSQL, not {dialect}")
+    table = Usage.__table__
+    with engine.begin() as connection:
+        for (job_id, model, version, backend, subject), row in rows.items():
+            stmt = insert(table).values(
+                job_id=job_id,
+                model=model,
+                version=version,
+                backend=backend,
+                subject=subject,
+                dataset=row.dataset,
+                facility=row.facility,
+                issuer=row.issuer,
+                n_requests=row.n_requests,
+                n_inferences=row.n_inferences,
+                first_seen=_ts(row.first_seen),
+                last_seen=_ts(row.last_seen),
+            )
+            excluded = stmt.excluded
+            c = table.c
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[c.job_id, c.model, c.version, c.backend, c.subject],
+                set_={
+                    "n_requests": c.n_requests + excluded.n_requests,
+                    "n_inferences": c.n_inferences + excluded.n_inferences,
+                    "last_seen": excluded.last_seen,
+                    "dataset": excluded.dataset,
+                },
+            )
+            connection.execute(stmt)
+    return len(rows)
+
+
+class BatchedUsageRecorder:
+    """A :class:`~gateway.core.recording.UsageRecorder` that writes to the catalog database."""
+
+    def __init__(self, capacity: int = 100_000, batch_size: int = 1000, interval_s: float = 2.0) -> None:
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.buffer: deque[UsageEvent] = deque()
+        self.dropped = 0
+        self.written = 0
+        self.failures = 0
+        self.engine: Engine | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def record(self, event: UsageEvent) -> None:
+        try:
+            if len(self.buffer) >= self.capacity:
+                self.dropped += 1
+                return
+            self.buffer.append(event)
+            if self._wake is not None and len(self.buffer) >= self.batch_size:
+                self._wake.set()
+        except Exception:  # pragma: no cover - never raise into the data path
+            self.dropped += 1
+
+    @property
+    def pending(self) -> int:
+        return len(self.buffer)
+
+    async def start(self, engine: Engine) -> None:
+        self.engine = engine
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write everything buffered now (in batches); returns events written. Never raises."""
+        total = 0
+        while self.buffer and self.engine is not None:
+            # Take a copy; events leave the buffer only once their transaction has committed.
+            batch = list(islice(self.buffer, 0, self.batch_size))
+            try:
+                await asyncio.to_thread(write_usage, self.engine, batch)
+            except Exception as exc:
+                self.failures += 1
+                if not self._failing:
+                    log.warning(
+                        "usage not written, kept for the next flush (%d pending): %s", self.pending, exc
+                    )
+                self._failing = True
+                break
+            if self._failing:
+                log.info("usage recording resumed")
+                self._failing = False
+            for _ in range(len(batch)):
+                self.buffer.popleft()
+            total += len(batch)
+            self.written += len(batch)
+        return total
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        if self.buffer:
+            log.warning("%d usage events could not be written at shutdown", len(self.buffer))
