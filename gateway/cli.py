@@ -18,6 +18,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe is noise
 
 
 def wait_for_signal() -> None:

@@ -25,7 +25,9 @@ def _run_one(settings: Settings) -> None:
     asyncio.run(main())
 
 
-def _child(settings: Settings) -> None:
+def _child(data: dict[str, object]) -> None:
+    # Settings travel as plain data: the class built for a config file cannot be pickled.
+    settings = Settings.model_validate(data)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -39,7 +41,10 @@ def run_workers(settings: Settings, workers: int) -> int:
         _run_one(settings)
         return 0
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(settings,), name=f"gateway-{i}") for i in range(workers)]
+    procs = [
+        ctx.Process(target=_child, args=(settings.model_dump(mode="json"),), name=f"gateway-{i}")
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     stopping = False

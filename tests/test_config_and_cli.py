@@ -1,0 +1,119 @@
+"""Settings precedence and the long-running CLI commands: they start, serve and stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc as grpcclient
+
+from gateway.config import ConfigError, load_settings
+from tests.support.net import free_port
+
+
+def test_yaml_then_environment_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "listen: {grpc: '127.0.0.1:9101', http: '127.0.0.1:9100'}\n"
+        "backends:\n  - {facility: lab, grpc: '127.0.0.1:9001', capacity: 2}\n"
+    )
+    monkeypatch.setenv("SONIC_GATEWAY_LISTEN__GRPC", "0.0.0.0:7001")
+    settings = load_settings(config)
+    assert settings.listen.grpc == "0.0.0.0:7001"  # environment beats the file
+    assert settings.listen.http == "127.0.0.1:9100"
+    assert settings.backends[0].capacity == 2
+    assert load_settings(config, redis_url="redis://x").redis_url == "redis://x"
+
+
+def test_bad_configuration_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("backends:\n  - {facility: lab, grpc: 'no-port-here'}\n")
+    with pytest.raises(ConfigError, match=r"backends\.0\.grpc.*host:port"):
+        load_settings(config)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.triton
+def test_triton_command_serves_and_stops_on_sigterm_leaving_nothing(tmp_path: Path) -> None:
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "triton", f"--grpc-port={grpc_port}",
+         f"--http-port={http_port}", f"--metrics-port={metrics_port}",
+         f"--log-file={tmp_path / 'triton.log'}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert "Triton ready" in line, line
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            assert client.is_model_ready("emtrack_michel")
+        children = _descendants(proc.pid)
+        assert children, "tritonserver should run as a child of the command"
+        proc.send_signal(signal.SIGTERM)
+        assert _wait_for_exit(proc, 30) == 0
+        time.sleep(0.5)
+        for child in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(child, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_runs_workers_and_stops_on_sigint(tmp_path: Path, workers: int) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"listen: {{grpc: '127.0.0.1:{grpc_port}', http: '127.0.0.1:{http_port}'}}\n"
+        "auth: {enabled: false}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            while True:
+                try:
+                    assert client.is_server_live()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+        if workers > 1:
+            time.sleep(1.0)  # let every worker bind
+            assert len(_descendants(proc.pid)) >= workers
+        proc.send_signal(signal.SIGINT)
+        assert _wait_for_exit(proc, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
