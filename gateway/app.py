@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from gateway.auth import build_auth
 from gateway.backends.grpc_pool import GrpcBackendPool
+from gateway.backends.http_pool import HttpBackendPool
 from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
 from gateway.core.identity import Authenticator, Authorizer
@@ -82,6 +83,7 @@ class Gateway:
         self.load = InMemoryLoadState()
         self.recorder: UsageRecorder = recorder or InMemoryRecorder()
         self.pool = GrpcBackendPool(settings.routing.max_message_bytes)
+        self.http_pool = HttpBackendPool()  # its client is opened in start(), closed in stop()
         if authenticator is None or authorizer is None:
             authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
         self.authenticator = authenticator
@@ -97,6 +99,7 @@ class Gateway:
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.http_pool.start()
         await self.health.start()
         max_bytes = self.settings.routing.max_message_bytes
         self.grpc_server = grpc.aio.server(
@@ -147,6 +150,7 @@ class Gateway:
             await self.grpc_server.stop(grace_s)
         await self.health.stop()
         await self.pool.close()
+        await self.http_pool.close()
         aclose = getattr(self.authenticator, "aclose", None)
         if aclose is not None:
             await aclose()

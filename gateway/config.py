@@ -221,6 +221,8 @@ class RoutingSettings(BaseModel):
     # Requests without a client deadline still must not hang forever on a stuck backend.
     default_timeout_s: float = Field(default=300.0, gt=0)
     max_message_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Largest KServe v2 REST request body (HTTP 413 above it; checked before the body is read).
+    max_http_body_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import __version__
+from gateway.frontends.http.kserve import KServeHttp, kserve_router
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -46,4 +47,9 @@ def create_http_app(gateway: Gateway) -> FastAPI:
     async def metrics(gw: GatewayDep) -> Response:
         return Response(generate_latest(gw.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
+    routing = gateway.settings.routing
+    kserve = KServeHttp(
+        gateway.dataplane, gateway.http_pool, routing.default_timeout_s, routing.max_http_body_bytes
+    )
+    app.include_router(kserve_router(kserve))
     return app

@@ -1,0 +1,459 @@
+"""KServe v2 REST (with Triton's binary-tensor extension) as a thin adapter over the data plane.
+
+Bodies stay bytes: the request is forwarded as the client sent it (JSON, binary tensors, gzip or
+deflate alike) and the backend's answer is returned untouched. Only the URL path (model name and
+version) decides routing; for usage records the small JSON header part is scanned for the batch size
+and the served version. Auth, policy, routing and retry are the core's (:class:`DataPlane`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from google.protobuf.json_format import MessageToDict, ParseDict
+from tritonclient.grpc import service_pb2
+
+from gateway import __version__
+from gateway.auth import www_authenticate
+from gateway.backends.http_pool import BackendResponse, HttpBackendPool
+from gateway.core.dataplane import CallContext, DataPlane
+from gateway.core.identity import Principal
+from gateway.errors import (
+    GatewayError,
+    ModelNotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    status_of,
+)
+from gateway.frontends.grpc.statistics import merge_statistics
+from gateway.routing.backend import Backend
+from gateway.routing.registry import Registry, Snapshot
+
+log = logging.getLogger(__name__)
+
+# Client headers passed on to the backend; ``authorization`` is never among them.
+_FORWARDED = (
+    "content-type",
+    "inference-header-content-length",
+    "content-encoding",
+    "accept-encoding",
+    "traceparent",
+    "tracestate",
+)
+# Backend headers returned to the client.
+_RETURNED = ("content-type", "inference-header-content-length", "content-encoding")
+_HEADER_LENGTH = "inference-header-content-length"
+# How much of a compressed JSON header part is inflated to find the batch size / served version.
+_SCAN_LIMIT = 1 << 20
+_SHAPE = re.compile(rb'"inputs"\s*:\s*\[\s*\{[^{]*?"shape"\s*:\s*\[\s*(\d+)')
+_MODEL_VERSION = re.compile(rb'"model_version"\s*:\s*"([^"]*)"')
+
+
+class HttpRoutingView(Registry):
+    """The registry as the HTTP frontend sees it: backends without an ``http_address`` serve nothing.
+
+    Used by a :class:`DataPlane` that shares the gateway's auth, policy, load and recorder, so routing
+    and retry stay the core's; a failed backend is marked in the real registry.
+    """
+
+    def __init__(self, inner: Registry) -> None:  # no super().__init__: all state is the inner one's
+        self._inner = inner
+        self._base: Snapshot | None = None
+        self._view = Snapshot()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        base = self._inner.snapshot
+        if base is not self._base:
+            serving = {
+                model: tuple(i for i in ids if base.backends[i].http_address)
+                for model, ids in base.serving.items()
+            }
+            self._view = Snapshot(backends=base.backends, health=base.health, serving=serving)
+            self._base = base
+        return self._view
+
+    @snapshot.setter
+    def snapshot(self, value: Snapshot) -> None:
+        raise AttributeError("the HTTP routing view is read-only; update the gateway's registry")
+
+    def mark_unreachable(self, backend_id: str, error: str) -> None:
+        self._inner.mark_unreachable(backend_id, error)
+
+
+def error_response(exc: GatewayError) -> Response:
+    """Triton's error shape ``{"error": "..."}`` with the status of THE table (gateway.errors)."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthenticated | PermissionDenied):
+        headers["www-authenticate"] = www_authenticate(exc)
+    if isinstance(exc, ResourceExhausted) and exc.retry_after_s is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after_s + 0.4999)))
+    return Response(
+        json.dumps({"error": exc.message}),
+        status_code=status_of(exc).http_status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(json.dumps(value), status_code=status, media_type="application/json")
+
+
+def _relay(answer: BackendResponse, request_id: str) -> Response:
+    headers = {k: answer.headers[k] for k in _RETURNED if k in answer.headers}
+    headers["x-request-id"] = request_id
+    media = headers.pop("content-type", None)
+    return Response(answer.body, status_code=answer.status, headers=headers, media_type=media)
+
+
+def _json_part(body: bytes, header_length: str | None, encoding: str | None) -> bytes:
+    """The JSON header part of a (possibly binary, possibly compressed) body, at most ~1 MiB of it."""
+    limit = _SCAN_LIMIT
+    if header_length and header_length.isdigit():
+        limit = min(limit, int(header_length))
+    if encoding in ("gzip", "deflate"):
+        try:
+            # 32 + MAX_WBITS: accept gzip and zlib framing; raw deflate is tried next.
+            return zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(body, limit)
+        except zlib.error:
+            try:
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
+            except zlib.error:
+                return b""
+    if encoding and encoding != "identity":
+        return b""
+    return body[:limit]
+
+
+def batch_size(body: bytes, header_length: str | None, encoding: str | None) -> int:
+    match = _SHAPE.search(_json_part(body, header_length, encoding))
+    return int(match.group(1)) if match else 0
+
+
+def served_version(body: bytes, header_length: str | None, encoding: str | None) -> str:
+    match = _MODEL_VERSION.search(_json_part(body, header_length, encoding))
+    return match.group(1).decode("utf-8", "replace") if match else ""
+
+
+def _numbers(value: Any) -> Any:
+    """MessageToDict writes 64-bit integers as strings; Triton's REST JSON has numbers."""
+    if isinstance(value, dict):
+        return {k: v if k in ("name", "version") else _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+class KServeHttp:
+    def __init__(
+        self, dataplane: DataPlane, pool: HttpBackendPool, default_timeout_s: float, max_body_bytes: int
+    ) -> None:
+        self.core = dataplane
+        # Same auth, policy, load and recorder; routing sees only backends with an HTTP address.
+        self.dataplane = DataPlane(
+            dataplane.authenticator,
+            dataplane.authorizer,
+            HttpRoutingView(dataplane.registry),
+            dataplane.load,
+            dataplane.recorder,
+        )
+        self.pool = pool
+        self.timeout_s = default_timeout_s
+        self.max_body_bytes = max_body_bytes
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def context(self, request: Request) -> tuple[CallContext, list[tuple[str, str]]]:
+        h = request.headers
+        request_id = (h.get("x-request-id") or "")[:128] or uuid.uuid4().hex
+        forwarded = [(k, h[k]) for k in _FORWARDED if k in h]
+        forwarded.append(("x-request-id", request_id))
+        ctx = CallContext(h.get("authorization"), request_id, h.get("sonic-job-id"), h.get("sonic-dataset"))
+        return ctx, forwarded
+
+    def check_http_capable(self, model: str, version: str) -> None:
+        """A clear answer when facilities serve the model but none of them speaks HTTP."""
+        if self.dataplane.registry.snapshot.candidates(model, version):
+            return
+        if self.core.registry.snapshot.candidates(model, version):
+            raise Unavailable(
+                f"model {model!r} is served only by facilities without an HTTP endpoint; "
+                "use the gateway's gRPC endpoint (tritonclient.grpc) for it"
+            )
+
+    async def read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 before reading when Content-Length (or the count so far) is too big."""
+        limit = self.max_body_bytes
+        advice = (
+            f"the request body exceeds the gateway's limit of {limit} bytes "
+            f"(routing.max_http_body_bytes); split the request into smaller batches"
+        )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(advice)
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(advice)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def model_call(
+        self,
+        request: Request,
+        model: str,
+        version: str,
+        method: str,
+        suffix: str,
+        body: bytes | None = None,
+        caller: tuple[CallContext, list[tuple[str, str]], Principal] | None = None,
+    ) -> tuple[BackendResponse, Backend, CallContext, Principal]:
+        if caller is None:
+            ctx, headers = self.context(request)
+            principal = await self.dataplane.authorize_model(ctx, model)
+        else:
+            ctx, headers, principal = caller
+        self.check_http_capable(model, version)
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + suffix
+        if request.url.query:
+            path += "?" + request.url.query
+
+        async def send(backend: Backend) -> BackendResponse:
+            return await self.pool.request(
+                backend, method, path, content=body, headers=headers, timeout=self.timeout_s
+            )
+
+        answer, backend = await self.dataplane.forward(model, version, send)
+        return answer, backend, ctx, principal
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    async def server_metadata(self, request: Request) -> Response:
+        ctx, headers = self.context(request)
+        await self.dataplane.authenticate(ctx)
+        healthy = [b for b in self.core.registry.snapshot.healthy_backends() if b.http_address]
+        if healthy:
+            backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
+            try:
+                answer = await self.pool.request(
+                    backend, "GET", "/v2", headers=headers, timeout=self.timeout_s
+                )
+                if answer.status == 200:
+                    return _relay(answer, ctx.request_id)
+            except Unavailable:
+                pass
+        return _json({"name": "sonic-gateway", "version": __version__, "extensions": []})
+
+    async def model(self, request: Request, model: str, version: str, suffix: str) -> Response:
+        answer, _, ctx, _ = await self.model_call(request, model, version, "GET", suffix)
+        return _relay(answer, ctx.request_id)
+
+    async def model_ready(self, request: Request, model: str, version: str) -> Response:
+        try:
+            answer, _, ctx, _ = await self.model_call(request, model, version, "GET", "/ready")
+        except (ModelNotFound, Unavailable) as exc:
+            return Response(json.dumps({"error": exc.message}), 400, media_type="application/json")
+        return _relay(answer, ctx.request_id)
+
+    async def infer(self, request: Request, model: str, version: str) -> Response:
+        h = request.headers
+        ctx, headers = self.context(request)
+        principal = await self.dataplane.authorize_model(ctx, model)  # bad tokens: before the body is read
+        self.check_http_capable(model, version)
+        body = await self.read_body(request)
+        answer, backend, ctx, principal = await self.model_call(
+            request, model, version, "POST", "/infer", body, (ctx, headers, principal)
+        )
+        if answer.status == 200:
+            self.dataplane.record(
+                ctx,
+                principal,
+                backend,
+                model,
+                version,
+                served_version(
+                    answer.body, answer.headers.get(_HEADER_LENGTH), answer.headers.get("content-encoding")
+                ),
+                batch_size(body, h.get(_HEADER_LENGTH), h.get("content-encoding")),
+            )
+        return _relay(answer, ctx.request_id)
+
+    async def statistics(self, request: Request, model: str, version: str) -> Response:
+        """Statistics merged across the backends (as the gRPC frontend does), in Triton's JSON."""
+        ctx, headers = self.context(request)
+        principal = await self.dataplane.authenticate(ctx)
+        snapshot = self.dataplane.registry.snapshot
+        if model:
+            self.dataplane.authorizer.authorize_infer(principal, model)
+            self.check_http_capable(model, version)
+            backends = snapshot.candidates(model, version)
+            if not backends:
+                self.dataplane.route(model, version)  # raises the right 404/503
+            path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/stats"
+        else:
+            backends = [b for b in snapshot.healthy_backends() if b.http_address]
+            path = "/v2/models/stats"
+        plain = [(k, v) for k, v in headers if k not in ("accept-encoding",)]
+        answers = await asyncio.gather(
+            *(self.pool.request(b, "GET", path, headers=plain, timeout=self.timeout_s) for b in backends),
+            return_exceptions=True,
+        )
+        good = []
+        for answer in answers:
+            if isinstance(answer, BackendResponse) and answer.status == 200:
+                message = service_pb2.ModelStatisticsResponse()
+                ParseDict(json.loads(answer.body), message, ignore_unknown_fields=True)
+                good.append(message)
+        if not good:
+            for answer in answers:
+                if isinstance(answer, BackendResponse):
+                    return _relay(answer, ctx.request_id)
+                if isinstance(answer, GatewayError):
+                    raise answer
+        merged = merge_statistics(good)
+        if not model:
+            allowed = []
+            for stats in merged.model_stats:
+                try:
+                    self.dataplane.authorizer.authorize_infer(principal, stats.name)
+                    allowed.append(stats)
+                except PermissionDenied:
+                    continue
+            del merged.model_stats[:]
+            merged.model_stats.extend(allowed)
+        out = MessageToDict(merged, preserving_proto_field_name=True)
+        return _json(_numbers(out))
+
+    async def repository_index(self, request: Request) -> Response:
+        ctx, _ = self.context(request)
+        await self.dataplane.authenticate(ctx)
+        raw = await request.body()
+        ready_only = False
+        if raw.strip():
+            try:
+                ready_only = bool(json.loads(raw).get("ready", False))
+            except (ValueError, AttributeError):
+                ready_only = False
+        snapshot = self.dataplane.registry.snapshot
+        index = []
+        for name, versions in sorted(snapshot.known_models().items()):
+            for v in sorted(versions):
+                ready = bool(snapshot.candidates(name, v))
+                if ready_only and not ready:
+                    continue
+                entry = {"name": name, "version": v, "state": "READY" if ready else "UNAVAILABLE"}
+                if not ready:
+                    entry["reason"] = "no healthy backend with an HTTP endpoint serves this version now"
+                index.append(entry)
+        return _json(index)
+
+
+def _guard(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    @functools.wraps(fn)
+    async def handler(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await fn(*args, **kwargs)
+        except GatewayError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("internal error in %s", getattr(fn, "__name__", "handler"))
+            return _json({"error": "internal gateway error"}, 500)
+
+    return handler
+
+
+def kserve_router(api: KServeHttp) -> APIRouter:
+    """The ``/v2`` routes (health live/ready stay in ``app.py``)."""
+    router = APIRouter(tags=["kserve-v2"])
+
+    async def not_offered_model_control(request: Request, model: str = "") -> Response:
+        raise Unimplemented(
+            "loading and unloading models is done by each facility's operators; "
+            "ask a gateway admin to register the deployment instead"
+        )
+
+    async def not_offered_settings(request: Request, model: str = "") -> Response:
+        raise Unimplemented(
+            "trace and log settings belong to each facility's Triton server; ask its operator"
+        )
+
+    async def shm_status(request: Request, region: str = "") -> Response:
+        return _json([])  # no region is ever registered
+
+    async def shm_register(request: Request, region: str = "") -> Response:
+        raise Unimplemented(
+            "shared memory cannot cross the network between a job and a remote facility; "
+            "send the tensors in the request instead"
+        )
+
+    async def shm_unregister(request: Request, region: str = "") -> Response:
+        return Response(status_code=200)  # nothing registered: unregistering succeeds trivially
+
+    def add(path: str, fn: Callable[..., Awaitable[Response]], method: str = "GET") -> None:
+        router.add_api_route(path, _guard(fn), methods=[method], response_class=Response)
+
+    # Handlers take plain path parameters; bodies are read by hand (FastAPI must not parse them).
+    async def server_metadata(request: Request) -> Response:
+        return await api.server_metadata(request)
+
+    async def all_stats(request: Request) -> Response:
+        return await api.statistics(request, "", "")
+
+    async def model_meta(request: Request, model: str, version: str = "") -> Response:
+        return await api.model(request, model, version, "")
+
+    async def model_config(request: Request, model: str, version: str = "") -> Response:
+        return await api.model(request, model, version, "/config")
+
+    async def model_ready(request: Request, model: str, version: str = "") -> Response:
+        return await api.model_ready(request, model, version)
+
+    async def model_stats(request: Request, model: str, version: str = "") -> Response:
+        return await api.statistics(request, model, version)
+
+    async def model_infer(request: Request, model: str, version: str = "") -> Response:
+        return await api.infer(request, model, version)
+
+    async def repository_index(request: Request) -> Response:
+        return await api.repository_index(request)
+
+    add("/v2", server_metadata)
+    add("/v2/models/stats", all_stats)
+    add("/v2/repository/index", repository_index, "POST")
+    add("/v2/repository/models/{model}/load", not_offered_model_control, "POST")
+    add("/v2/repository/models/{model}/unload", not_offered_model_control, "POST")
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        add(prefix, model_meta)
+        add(prefix + "/config", model_config)
+        add(prefix + "/ready", model_ready)
+        add(prefix + "/stats", model_stats)
+        add(prefix + "/infer", model_infer, "POST")
+    for method in ("GET", "POST"):
+        add("/v2/trace/setting", not_offered_settings, method)
+        add("/v2/models/{model}/trace/setting", not_offered_settings, method)
+        add("/v2/logging", not_offered_settings, method)
+    for kind in ("systemsharedmemory", "cudasharedmemory"):
+        add(f"/v2/{kind}/status", shm_status)
+        add(f"/v2/{kind}/region/{{region}}/status", shm_status)
+        add(f"/v2/{kind}/region/{{region}}/register", shm_register, "POST")
+        add(f"/v2/{kind}/unregister", shm_unregister, "POST")
+        add(f"/v2/{kind}/region/{{region}}/unregister", shm_unregister, "POST")
+    return router

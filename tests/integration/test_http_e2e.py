@@ -1,0 +1,164 @@
+"""An unmodified tritonclient.http session through the gateway gives what Triton itself gives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as tsync
+import tritonclient.http.aio as th
+from tritonclient.utils import InferenceServerException
+
+from gateway.app import Gateway
+from gateway.triton.launcher import TritonServer
+
+pytestmark = [
+    pytest.mark.triton,
+    # aiohttp (inside tritonclient.http.aio) warns about any raw body over 1 MiB: the client's business.
+    pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning"),
+]
+
+MODEL = "emtrack_michel"
+OUTPUTS = ("em_trk_none_netout", "michel_netout")
+
+
+def _patches(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 48, 48, 1), np.float32)
+    idx = rng.integers(18, 30, size=(n, 40, 2))
+    for i in range(n):
+        x[i, idx[i, :, 0], idx[i, :, 1], 0] = rng.exponential(50.0, size=40)
+    return x
+
+
+def _inputs(x: np.ndarray, binary: bool = True, name: str = "main_input") -> list[th.InferInput]:
+    inp = th.InferInput(name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    return [inp]
+
+
+def _outputs(binary: bool = True, names: tuple[str, ...] = OUTPUTS) -> list[th.InferRequestedOutput]:
+    return [th.InferRequestedOutput(n, binary_data=binary) for n in names]
+
+
+@pytest.fixture
+async def clients(gateway: Gateway, tritons: list[TritonServer]) -> AsyncIterator[Any]:
+    via = th.InferenceServerClient(f"127.0.0.1:{gateway.http_port}")
+    direct = th.InferenceServerClient(f"127.0.0.1:{tritons[0].ports.http}")
+    yield via, direct
+    await via.close()
+    await direct.close()
+
+
+async def test_health_metadata_config_ready_match_direct(clients: Any) -> None:
+    via, direct = clients
+    assert await via.is_server_live()
+    assert await via.is_server_ready()
+    assert await via.is_model_ready(MODEL)
+    assert await via.is_model_ready(MODEL, "1")
+    assert not await via.is_model_ready("no_such_model")
+    assert await via.get_server_metadata() == await direct.get_server_metadata()
+    for model in (MODEL, "identity_fp32"):
+        assert await via.get_model_metadata(model) == await direct.get_model_metadata(model)
+        assert await via.get_model_config(model) == await direct.get_model_config(model)
+    assert await via.get_model_metadata(MODEL, "1") == await direct.get_model_metadata(MODEL, "1")
+    index = await via.get_model_repository_index()
+    assert {(e["name"], e["state"]) for e in index} >= {(MODEL, "READY"), ("identity_fp32", "READY")}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+async def test_infer_binary_and_json_equal_direct(clients: Any, binary: bool) -> None:
+    via, direct = clients
+    x = _patches(5)
+    a = await via.infer(MODEL, _inputs(x, binary), outputs=_outputs(binary))
+    b = await direct.infer(MODEL, _inputs(x, binary), outputs=_outputs(binary))
+    for name in OUTPUTS:
+        np.testing.assert_array_equal(a.as_numpy(name), b.as_numpy(name))
+    assert a.as_numpy("em_trk_none_netout").shape == (5, 3)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+async def test_compressed_request_and_response(clients: Any, algorithm: str) -> None:
+    via, direct = clients
+    x = np.ones((4, 48, 48, 1), np.float32)
+    a = await via.infer(
+        "identity_fp32",
+        _inputs(x, name="INPUT0"),
+        outputs=_outputs(names=("OUTPUT0",)),
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    b = await direct.infer("identity_fp32", _inputs(x, name="INPUT0"), outputs=_outputs(names=("OUTPUT0",)))
+    np.testing.assert_array_equal(a.as_numpy("OUTPUT0"), b.as_numpy("OUTPUT0"))
+
+
+async def test_compressed_response_is_passed_through_undecoded(gateway: Gateway) -> None:
+    body = {"inputs": [{"name": "INPUT0", "shape": [2, 48, 48, 1], "datatype": "FP32", "data": [0.5] * 4608}]}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as c:
+        r = await c.post(
+            "/v2/models/identity_fp32/infer",
+            json=body,
+            headers={"accept-encoding": "gzip", "x-request-id": "abc123", "authorization": "Bearer x"},
+        )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-encoding"] == "gzip"
+    assert r.headers["x-request-id"] == "abc123"
+    assert r.json()["outputs"][0]["name"] == "OUTPUT0"  # httpx decoded what the gateway passed through
+
+
+@pytest.mark.parametrize("n", [1, 235, 1693])
+async def test_batches_equal_direct_and_are_recorded(clients: Any, gateway: Gateway, n: int) -> None:
+    via, direct = clients
+    x = _patches(n, seed=n)
+    a = await via.infer(MODEL, _inputs(x), outputs=_outputs(), headers={"sonic-job-id": "job-7"})
+    b = await direct.infer(MODEL, _inputs(x), outputs=_outputs())
+    for name in OUTPUTS:
+        np.testing.assert_array_equal(a.as_numpy(name), b.as_numpy(name))
+    events = gateway.recorder.events  # type: ignore[attr-defined]
+    event = events[-1]
+    assert (event.model, event.inferences, event.version_served, event.job_id) == (MODEL, n, "1", "job-7")
+
+
+async def test_unknown_model_is_404_naming_it(gateway: Gateway, clients: Any) -> None:
+    via, _ = clients
+    with pytest.raises(InferenceServerException) as err:
+        await via.infer("no_such_model", _inputs(_patches(1)))
+    assert "no_such_model" in err.value.message()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as c:
+        r = await c.get("/v2/models/no_such_model")
+    assert r.status_code == 404
+    assert "'no_such_model'" in r.json()["error"]
+
+
+async def test_statistics_merged_across_backends(clients: Any) -> None:
+    via, _ = clients
+    await via.infer(MODEL, _inputs(_patches(2)), outputs=_outputs())
+    stats = await via.get_inference_statistics(MODEL)
+    assert [s["name"] for s in stats["model_stats"]] == [MODEL]
+    assert stats["model_stats"][0]["inference_count"] >= 2
+    everything = await via.get_inference_statistics()
+    assert {s["name"] for s in everything["model_stats"]} >= {MODEL, "identity_fp32"}
+
+
+async def test_sync_tritonclient_http_works_unmodified(gateway: Gateway) -> None:
+    def session() -> np.ndarray:
+        client = tsync.InferenceServerClient(f"127.0.0.1:{gateway.http_port}", network_timeout=20)
+        try:
+            assert client.is_server_ready()
+            assert client.get_model_metadata(MODEL)["name"] == MODEL
+            inp = tsync.InferInput("main_input", [3, 48, 48, 1], "FP32")
+            inp.set_data_from_numpy(_patches(3))
+            result = client.infer(
+                MODEL, [inp], request_compression_algorithm="gzip", response_compression_algorithm="deflate"
+            )
+            out: np.ndarray = result.as_numpy("michel_netout")
+            return out
+        finally:
+            client.close()
+
+    out = await asyncio.wait_for(asyncio.to_thread(session), 30)
+    assert out.shape == (3, 1)
