@@ -17,6 +17,7 @@ import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from gateway.auth import build_auth
+from gateway.auth.outbound import BackendCredentials, OutboundCredentials
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.backends.http_pool import HttpBackendPool
 from gateway.config import Settings, parse_address
@@ -82,12 +83,19 @@ class Gateway:
         self.registry = Registry(static_backends(settings))
         self.load = InMemoryLoadState()
         self.recorder: UsageRecorder = recorder or InMemoryRecorder()
-        self.pool = GrpcBackendPool(settings.routing.max_message_bytes)
         self.http_pool = HttpBackendPool()  # its client is opened in start(), closed in stop()
         if authenticator is None or authorizer is None:
             authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
         self.authenticator = authenticator
         self.authorizer = authorizer
+        self.credentials = BackendCredentials(
+            {
+                Backend.make_id(b.facility, b.grpc): OutboundCredentials(b.credentials)
+                for b in settings.backends
+                if b.credentials is not None and b.credentials.kind != "none"
+            }
+        )
+        self.pool = GrpcBackendPool(settings.routing.max_message_bytes, self.credentials)
         self.dataplane = DataPlane(authenticator, authorizer, self.registry, self.load, self.recorder)
         self.health = HealthMonitor(
             self.registry, self.pool, settings.routing.health_interval_s, settings.routing.probe_timeout_s
@@ -151,6 +159,7 @@ class Gateway:
         await self.health.stop()
         await self.pool.close()
         await self.http_pool.close()
+        await self.credentials.aclose()
         aclose = getattr(self.authenticator, "aclose", None)
         if aclose is not None:
             await aclose()

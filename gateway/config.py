@@ -203,6 +203,36 @@ class AuthSettings(BaseModel):
         return self
 
 
+class OutboundCredentialSettings(BaseModel):
+    """A credential the gateway presents to a facility (never the client's, unless forwarded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["none", "file", "client_credentials", "forward_client_token"] = "none"
+    token_file: str | None = None  # kind=file
+    token_url: str | None = None  # kind=client_credentials
+    client_id: str | None = None
+    client_secret_file: str | None = None
+    scope: list[str] = Field(default_factory=list)
+    audience: str | None = None
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    refresh_margin_s: float = Field(default=60, ge=0)
+    timeout_s: float = Field(default=10, gt=0, le=60)
+    insecure: bool = False  # plain http token_url, loopback only (tests)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OutboundCredentialSettings:
+        if self.kind == "file" and not self.token_file:
+            raise ValueError("kind 'file' needs token_file")
+        if self.kind == "client_credentials":
+            if not (self.token_url and self.client_id and self.client_secret_file):
+                raise ValueError(
+                    "kind 'client_credentials' needs token_url, client_id and client_secret_file"
+                )
+            check_fetch_url(self.token_url, insecure=self.insecure, what="token_url")
+        return self
+
+
 class BackendSettings(BaseModel):
     """A Triton server of a facility, given statically in the config file."""
 
@@ -211,6 +241,7 @@ class BackendSettings(BaseModel):
     http: str | None = None
     metrics: str | None = None
     capacity: float = Field(default=1.0, gt=0)
+    credentials: OutboundCredentialSettings | None = None
 
     _check = field_validator("grpc", "http", "metrics")(_check_address)
 

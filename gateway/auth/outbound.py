@@ -14,48 +14,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.auth.safelog import safe
-from gateway.config import check_fetch_url
+from gateway.config import OutboundCredentialSettings
 from gateway.errors import Unavailable
 
 log = logging.getLogger("gateway.auth.outbound")
 
 MAX_TOKEN_FILE_BYTES = 64 * 1024
-
-
-class OutboundCredentialSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["none", "file", "client_credentials", "forward_client_token"] = "none"
-    token_file: str | None = None  # kind=file
-    token_url: str | None = None  # kind=client_credentials
-    client_id: str | None = None
-    client_secret_file: str | None = None
-    scope: list[str] = Field(default_factory=list)
-    audience: str | None = None
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
-    refresh_margin_s: float = Field(default=60, ge=0)
-    timeout_s: float = Field(default=10, gt=0, le=60)
-    insecure: bool = False  # plain http token_url, loopback only (tests)
-
-    @model_validator(mode="after")
-    def _complete(self) -> OutboundCredentialSettings:
-        if self.kind == "file" and not self.token_file:
-            raise ValueError("kind 'file' needs token_file")
-        if self.kind == "client_credentials":
-            if not (self.token_url and self.client_id and self.client_secret_file):
-                raise ValueError(
-                    "kind 'client_credentials' needs token_url, client_id and client_secret_file"
-                )
-            check_fetch_url(self.token_url, insecure=self.insecure, what="token_url")
-        return self
 
 
 def _read_secret(path: str, what: str) -> str:
@@ -176,3 +147,24 @@ class OutboundCredentials:
 
 
 __all__ = ["OutboundCredentialSettings", "OutboundCredentials"]
+
+
+class BackendCredentials:
+    """The outbound credential of each backend that needs one, keyed by backend id.
+
+    The client's own token goes to a facility only when that facility is configured with
+    ``forward_client_token``; by default nothing is sent.
+    """
+
+    def __init__(self, providers: dict[str, OutboundCredentials] | None = None) -> None:
+        self.providers = providers or {}
+
+    async def authorization_for(self, backend_id: str, client_authorization: str | None) -> str | None:
+        provider = self.providers.get(backend_id)
+        if provider is None:
+            return None
+        return await provider.authorization_for(client_authorization)
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()

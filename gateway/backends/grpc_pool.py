@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import grpc
 from tritonclient.grpc import service_pb2
 
+from gateway.auth.outbound import BackendCredentials
 from gateway.errors import GRPC_TO_HTTP, BackendError, BackendUnreachable, DeadlineExceeded
 from gateway.routing.backend import Backend
 
@@ -56,8 +57,9 @@ def translate_rpc_error(exc: grpc.aio.AioRpcError, backend: Backend) -> Exceptio
 class GrpcBackendPool:
     """Channels and cached method callables, keyed by backend id."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, credentials: BackendCredentials | None = None) -> None:
         self._options = channel_options(max_message_bytes)
+        self.credentials = credentials or BackendCredentials()
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._methods: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable] = {}
 
@@ -84,7 +86,12 @@ class GrpcBackendPool:
         payload: bytes,
         metadata: Metadata = (),
         timeout: float | None = None,
+        client_authorization: str | None = None,
     ) -> bytes:
+        """Send ``payload`` to ``backend``; a facility that requires its own credential gets it."""
+        credential = await self.credentials.authorization_for(backend.id, client_authorization)
+        if credential is not None:
+            metadata = [*metadata, ("authorization", credential)]
         try:
             response: bytes = await self._method(backend, name)(
                 payload, metadata=metadata or None, timeout=timeout

@@ -117,7 +117,7 @@ class InferenceService:
         timeout = self._timeout(context)
 
         async def send(backend: Backend) -> bytes:
-            return await self.pool.call(backend, name, request, metadata, timeout)
+            return await self.pool.call(backend, name, request, metadata, timeout, ctx.authorization)
 
         response: bytes
         response, _, _ = await self.dataplane.call_model(ctx, model, version, send)
@@ -141,7 +141,7 @@ class InferenceService:
             backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
             try:
                 return await self.pool.call(
-                    backend, "ServerMetadata", request, metadata, self._timeout(context)
+                    backend, "ServerMetadata", request, metadata, self._timeout(context), ctx.authorization
                 )
             except Unavailable:
                 pass
@@ -182,7 +182,10 @@ class InferenceService:
             backends = snapshot.healthy_backends()
         timeout = self._timeout(context)
         answers = await asyncio.gather(
-            *(self.pool.call(b, "ModelStatistics", request, metadata, timeout) for b in backends),
+            *(
+                self.pool.call(b, "ModelStatistics", request, metadata, timeout, ctx.authorization)
+                for b in backends
+            ),
             return_exceptions=True,
         )
         good = [service_pb2.ModelStatisticsResponse.FromString(a) for a in answers if isinstance(a, bytes)]
@@ -231,7 +234,7 @@ class InferenceService:
         principal = await self.dataplane.authorize_model(ctx, header.model_name)
 
         async def send(backend: Backend) -> bytes:
-            return await self.pool.call(backend, "ModelInfer", request, metadata, timeout)
+            return await self.pool.call(backend, "ModelInfer", request, metadata, timeout, ctx.authorization)
 
         response, backend = await self.dataplane.forward(header.model_name, header.model_version, send)
         self.dataplane.record(
