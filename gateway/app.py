@@ -20,6 +20,8 @@ from gateway.auth import build_auth
 from gateway.auth.outbound import BackendCredentials, OutboundCredentials
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.backends.http_pool import HttpBackendPool
+from gateway.catalog.recorder import BatchedUsageRecorder
+from gateway.catalog.service import Catalog
 from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
 from gateway.core.identity import Authenticator, Authorizer
@@ -83,6 +85,12 @@ class Gateway:
         self.registry = Registry(static_backends(settings))
         self.load = InMemoryLoadState()
         self.recorder: UsageRecorder = recorder or InMemoryRecorder()
+        # The catalog (engine opened in start): admin API sessions, catalog backends for the router,
+        # and the usage writer when the recorder is the batched database one (as in serve()).
+        batched = self.recorder if isinstance(self.recorder, BatchedUsageRecorder) else None
+        self.catalog = Catalog(
+            settings.database_url, self.registry, static_backends(settings), recorder=batched
+        )
         self.http_pool = HttpBackendPool()  # its client is opened in start(), closed in stop()
         if authenticator is None or authorizer is None:
             authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
@@ -107,6 +115,7 @@ class Gateway:
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.catalog.start()
         await self.http_pool.start()
         await self.health.start()
         max_bytes = self.settings.routing.max_message_bytes
@@ -157,6 +166,7 @@ class Gateway:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace_s)
         await self.health.stop()
+        await self.catalog.stop()  # flushes the usage buffer
         await self.pool.close()
         await self.http_pool.close()
         await self.credentials.aclose()
@@ -167,7 +177,7 @@ class Gateway:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run a gateway until ``stop`` is set."""
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, recorder=BatchedUsageRecorder())
     await gateway.start()
     try:
         await stop.wait()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from gateway.app import Gateway
 from gateway.catalog import migrate
 from gateway.catalog.db import make_engine
+from gateway.frontends.http.app import create_http_app
+from tests.catalog.support import make_gateway
 
 PG_URL = os.environ.get("SONIC_TEST_DATABASE_URL", "")
 PG_SKIP = "set SONIC_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run"
@@ -53,3 +57,21 @@ def migrated_engine(db_url: str) -> Iterator[Engine]:
     migrate.upgrade(db_url, engine=engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+async def gateway(migrated_engine: Engine, db_url: str) -> AsyncIterator[Gateway]:
+    """The catalog open (as Gateway.start opens it), without the network listeners."""
+    gw = make_gateway(db_url)
+    await gw.catalog.start()
+    try:
+        yield gw
+    finally:
+        await gw.catalog.stop()
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_http_app(gateway))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http

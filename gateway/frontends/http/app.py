@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import __version__
+from gateway.catalog.api import install_admin_api
 from gateway.frontends.http.kserve import KServeHttp, kserve_router
 
 if TYPE_CHECKING:
@@ -52,4 +53,5 @@ def create_http_app(gateway: Gateway) -> FastAPI:
         gateway.dataplane, gateway.http_pool, routing.default_timeout_s, routing.max_http_body_bytes
     )
     app.include_router(kserve_router(kserve))
+    install_admin_api(app)  # /api/v1: admin and catalog
     return app

@@ -1,0 +1,714 @@
+"""The admin and catalog REST API under ``/api/v1``.
+
+Every endpoint needs an authenticated caller; writes also need an admin (``authorize_admin``). Errors
+are ``{"error": "..."}``: 401/403 for auth, 404 for unknown ids, 409 for duplicates (IntegrityError is
+translated here, at the edge), 422 for bad input (FastAPI's field messages). Handlers are plain ``def``
+so the database work runs in the worker threads, never on the event loop; after each write the router's
+backends are refreshed from the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import ColumnElement, Select, String, cast, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from gateway.catalog import models as m
+from gateway.catalog import schemas as s
+from gateway.core.identity import Principal
+from gateway.errors import PermissionDenied, Unauthenticated
+from gateway.routing.backend import Backend as RouterBackend
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def get_principal(request: Request) -> Principal:
+    gateway = _gateway(request)
+    try:
+        return await gateway.dataplane.authenticator.authenticate(request.headers.get("authorization"))
+    except Unauthenticated as exc:
+        description = exc.message.replace('"', "'")
+        raise ApiError(
+            401,
+            exc.message,
+            {"WWW-Authenticate": f'Bearer error="{exc.reason}", error_description="{description}"'},
+        ) from None
+
+
+async def get_admin(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    try:
+        _gateway(request).authorizer.authorize_admin(principal)
+    except PermissionDenied as exc:
+        raise ApiError(403, exc.message) from None
+    return principal
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with _gateway(request).catalog.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+Reader = Annotated[Principal, Depends(get_principal)]
+Admin = Annotated[Principal, Depends(get_admin)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0)]
+Sort = Annotated[
+    str | None, Query(pattern=r"^-?[a-z_]+$", description="a field; '-field' for descending; ties by id")
+]
+
+router = APIRouter(prefix="/api/v1", tags=["catalog"])
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _commit(session: Session, what: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, f"{what} already exists (names must be unique)") from None
+
+
+def _refresh_router(request: Request) -> None:
+    _gateway(request).catalog.sync.refresh_blocking()
+
+
+def _get(session: Session, cls: type[T], ident: int, what: str) -> T:
+    obj = session.get(cls, ident)
+    if obj is None:
+        raise ApiError(404, f"no {what} with id {ident}")
+    return obj
+
+
+def _like(pattern: str) -> str:
+    """A glob (``*`` and ``?``) as a LIKE pattern, with LIKE's own wildcards escaped."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _page(
+    session: Session,
+    stmt: Select[Any],
+    id_column: InstrumentedAttribute[int],
+    sortable: dict[str, Any],
+    sort: str | None,
+    limit: int,
+    offset: int,
+    convert: Callable[[Any], T],
+) -> s.Page[T]:
+    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    order: list[Any] = []
+    if sort:
+        field = sort.lstrip("-")
+        if field not in sortable:
+            raise ApiError(422, f"cannot sort by {field!r}; choose one of {sorted(sortable)}")
+        column = sortable[field]
+        order.append(column.desc() if sort.startswith("-") else column.asc())
+    order.append(id_column.asc())
+    rows = session.execute(stmt.order_by(*order).limit(limit).offset(offset)).all()
+    items = [convert(row[0] if len(row) == 1 else row) for row in rows]
+    return s.Page[T](items=items, total=total, limit=limit, offset=offset)
+
+
+def _apply(obj: object, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        setattr(obj, key, value)
+
+
+def _tagged(column: Any, tag: str) -> ColumnElement[bool]:
+    """JSON list contains ``tag``: portable (SQLite and PostgreSQL) text match of the quoted element."""
+    return cast(column, String).like(f"%{_like(_json_str(tag))}%", escape="\\")
+
+
+def _json_str(value: str) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+# -- facilities ---------------------------------------------------------------------------------------
+def _facility_out(f: m.Facility) -> s.FacilityOut:
+    return s.FacilityOut(
+        id=f.id,
+        name=f.name,
+        site=f.site,
+        description=f.description,
+        contact=f.contact,
+        enabled=f.enabled,
+        created_at=f.created_at,
+    )
+
+
+@router.get("/facilities", response_model=s.Page[s.FacilityOut])
+def list_facilities(
+    session: SessionDep,
+    _: Reader,
+    name: Annotated[str | None, Query(description="glob, e.g. 'lab-*'")] = None,
+    enabled: bool | None = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.FacilityOut]:
+    stmt = select(m.Facility)
+    if name:
+        stmt = stmt.where(m.Facility.name.ilike(_like(name), escape="\\"))
+    if enabled is not None:
+        stmt = stmt.where(m.Facility.enabled.is_(enabled))
+    sortable = {"name": m.Facility.name, "site": m.Facility.site, "created_at": m.Facility.created_at}
+    return _page(session, stmt, m.Facility.id, sortable, sort, limit, offset, _facility_out)
+
+
+@router.post("/facilities", status_code=201, response_model=s.FacilityOut)
+def create_facility(body: s.FacilityIn, session: SessionDep, _: Admin, request: Request) -> s.FacilityOut:
+    facility = m.Facility(**body.model_dump())
+    session.add(facility)
+    _commit(session, f"facility {body.name!r}")
+    _refresh_router(request)
+    return _facility_out(facility)
+
+
+@router.get("/facilities/{ident}", response_model=s.FacilityOut)
+def get_facility(ident: int, session: SessionDep, _: Reader) -> s.FacilityOut:
+    return _facility_out(_get(session, m.Facility, ident, "facility"))
+
+
+@router.patch("/facilities/{ident}", response_model=s.FacilityOut)
+def update_facility(
+    ident: int, body: s.FacilityPatch, session: SessionDep, _: Admin, request: Request
+) -> s.FacilityOut:
+    facility = _get(session, m.Facility, ident, "facility")
+    _apply(facility, body.model_dump(exclude_unset=True))
+    _commit(session, f"facility {facility.name!r}")
+    _refresh_router(request)
+    return _facility_out(facility)
+
+
+@router.delete("/facilities/{ident}", status_code=204)
+def delete_facility(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+    session.delete(_get(session, m.Facility, ident, "facility"))
+    _commit(session, "facility")
+    _refresh_router(request)
+    return Response(status_code=204)
+
+
+# -- backends -----------------------------------------------------------------------------------------
+def _backend_out(row: Any) -> s.BackendOut:
+    b, facility = row
+    return s.BackendOut(
+        id=b.id,
+        facility=facility,
+        facility_id=b.facility_id,
+        router_id=RouterBackend.make_id(facility, b.address),
+        protocol=b.protocol,
+        address=b.address,
+        http_address=b.http_address,
+        metrics_address=b.metrics_address,
+        capacity=b.capacity,
+        accelerator=b.accelerator,
+        enabled=b.enabled,
+        draining=b.draining,
+        last_health_at=b.last_health_at,
+        created_at=b.created_at,
+    )
+
+
+def _backend_select() -> Any:  # a Select; its generic form differs between SQLAlchemy 2.0 and 2.1
+    return select(m.Backend, m.Facility.name).join(m.Facility, m.Backend.facility_id == m.Facility.id)
+
+
+def _one_backend(session: Session, ident: int) -> s.BackendOut:
+    row = session.execute(_backend_select().where(m.Backend.id == ident)).first()
+    if row is None:
+        raise ApiError(404, f"no backend with id {ident}")
+    return _backend_out(row)
+
+
+@router.get("/backends", response_model=s.Page[s.BackendOut])
+def list_backends(
+    session: SessionDep,
+    _: Reader,
+    facility: str | None = None,
+    enabled: bool | None = None,
+    model: Annotated[str | None, Query(description="backends with a deployment of this model")] = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.BackendOut]:
+    stmt = _backend_select()
+    if facility:
+        stmt = stmt.where(m.Facility.name == facility)
+    if enabled is not None:
+        stmt = stmt.where(m.Backend.enabled.is_(enabled))
+    if model:
+        stmt = stmt.where(
+            exists()
+            .where(m.Deployment.backend_id == m.Backend.id)
+            .where(m.Deployment.model_version_id == m.ModelVersion.id)
+            .where(m.ModelVersion.model_id == m.Model.id)
+            .where(m.Model.name == model)
+        )
+    sortable = {"address": m.Backend.address, "capacity": m.Backend.capacity, "facility": m.Facility.name}
+    return _page(session, stmt, m.Backend.id, sortable, sort, limit, offset, _backend_out)
+
+
+def _facility_by_name(session: Session, name: str) -> m.Facility:
+    facility = session.scalar(select(m.Facility).where(m.Facility.name == name))
+    if facility is None:
+        raise ApiError(422, f"facility: no facility named {name!r}; register it first")
+    return facility
+
+
+@router.post("/backends", status_code=201, response_model=s.BackendOut)
+def create_backend(body: s.BackendIn, session: SessionDep, _: Admin, request: Request) -> s.BackendOut:
+    facility = _facility_by_name(session, body.facility)
+    backend = m.Backend(facility_id=facility.id, **body.model_dump(exclude={"facility"}))
+    session.add(backend)
+    _commit(session, f"backend {body.protocol}://{body.address} of facility {body.facility!r}")
+    _refresh_router(request)
+    return _one_backend(session, backend.id)
+
+
+@router.get("/backends/{ident}", response_model=s.BackendOut)
+def get_backend(ident: int, session: SessionDep, _: Reader) -> s.BackendOut:
+    return _one_backend(session, ident)
+
+
+@router.patch("/backends/{ident}", response_model=s.BackendOut)
+def update_backend(
+    ident: int, body: s.BackendPatch, session: SessionDep, _: Admin, request: Request
+) -> s.BackendOut:
+    backend = _get(session, m.Backend, ident, "backend")
+    _apply(backend, body.model_dump(exclude_unset=True))
+    _commit(session, "backend")
+    _refresh_router(request)
+    return _one_backend(session, ident)
+
+
+@router.delete("/backends/{ident}", status_code=204)
+def delete_backend(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+    session.delete(_get(session, m.Backend, ident, "backend"))
+    _commit(session, "backend")
+    _refresh_router(request)
+    return Response(status_code=204)
+
+
+# -- datasets -----------------------------------------------------------------------------------------
+def _dataset_out(d: m.Dataset) -> s.DatasetOut:
+    return s.DatasetOut(
+        id=d.id,
+        name=d.name,
+        experiment=d.experiment,
+        data_tier=d.data_tier,
+        format=d.format,
+        n_files=d.n_files,
+        n_events=d.n_events,
+        size_bytes=d.size_bytes,
+        checksum=d.checksum,
+        storage_uris=d.storage_uris,
+        metadata=d.meta,
+        created_at=d.created_at,
+    )
+
+
+def _dataset_values(values: dict[str, Any]) -> dict[str, Any]:
+    if "metadata" in values:
+        values["meta"] = values.pop("metadata")
+    return values
+
+
+@router.get("/datasets", response_model=s.Page[s.DatasetOut])
+def list_datasets(
+    session: SessionDep,
+    _: Reader,
+    name: Annotated[str | None, Query(description="glob, e.g. 'protodune-sp:*'")] = None,
+    experiment: str | None = None,
+    tier: Annotated[str | None, Query(description="data tier")] = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.DatasetOut]:
+    stmt = select(m.Dataset)
+    if name:
+        stmt = stmt.where(m.Dataset.name.ilike(_like(name), escape="\\"))
+    if experiment:
+        stmt = stmt.where(m.Dataset.experiment == experiment)
+    if tier:
+        stmt = stmt.where(m.Dataset.data_tier == tier)
+    sortable = {
+        "name": m.Dataset.name,
+        "experiment": m.Dataset.experiment,
+        "n_events": m.Dataset.n_events,
+        "size_bytes": m.Dataset.size_bytes,
+        "created_at": m.Dataset.created_at,
+    }
+    return _page(session, stmt, m.Dataset.id, sortable, sort, limit, offset, _dataset_out)
+
+
+@router.post("/datasets", status_code=201, response_model=s.DatasetOut)
+def create_dataset(body: s.DatasetIn, session: SessionDep, _: Admin) -> s.DatasetOut:
+    dataset = m.Dataset(**_dataset_values(body.model_dump()))
+    session.add(dataset)
+    _commit(session, f"dataset {body.name!r}")
+    return _dataset_out(dataset)
+
+
+@router.get("/datasets/{ident}", response_model=s.DatasetOut)
+def get_dataset(ident: int, session: SessionDep, _: Reader) -> s.DatasetOut:
+    return _dataset_out(_get(session, m.Dataset, ident, "dataset"))
+
+
+@router.patch("/datasets/{ident}", response_model=s.DatasetOut)
+def update_dataset(ident: int, body: s.DatasetPatch, session: SessionDep, _: Admin) -> s.DatasetOut:
+    dataset = _get(session, m.Dataset, ident, "dataset")
+    _apply(dataset, _dataset_values(body.model_dump(exclude_unset=True)))
+    _commit(session, "dataset")
+    return _dataset_out(dataset)
+
+
+@router.delete("/datasets/{ident}", status_code=204)
+def delete_dataset(ident: int, session: SessionDep, _: Admin) -> Response:
+    session.delete(_get(session, m.Dataset, ident, "dataset"))
+    _commit(session, "dataset")
+    return Response(status_code=204)
+
+
+# -- models and versions ------------------------------------------------------------------------------
+def _model_out(model: m.Model) -> s.ModelOut:
+    return s.ModelOut(
+        id=model.id,
+        name=model.name,
+        description=model.description,
+        versions=[v.version for v in model.versions],
+        created_at=model.created_at,
+    )
+
+
+def _version_out(session: Session, v: m.ModelVersion) -> s.ModelVersionOut:
+    dataset = session.get(m.Dataset, v.training_dataset_id) if v.training_dataset_id is not None else None
+    return s.ModelVersionOut(
+        id=v.id,
+        model=v.model.name,
+        model_id=v.model_id,
+        version=v.version,
+        platform=v.platform,
+        inputs=v.inputs,
+        outputs=v.outputs,
+        max_batch_size=v.max_batch_size,
+        sha256=v.sha256,
+        allowed_groups=v.allowed_groups,
+        training_dataset=dataset.name if dataset is not None else None,
+        created_by=v.created_by,
+        tags=v.tags,
+        created_at=v.created_at,
+    )
+
+
+def _version_values(session: Session, values: dict[str, Any]) -> dict[str, Any]:
+    if "training_dataset" in values:
+        name = values.pop("training_dataset")
+        values["training_dataset_id"] = None
+        if name is not None:
+            dataset = session.scalar(select(m.Dataset).where(m.Dataset.name == name))
+            if dataset is None:
+                raise ApiError(422, f"training_dataset: no dataset named {name!r}; register it first")
+            values["training_dataset_id"] = dataset.id
+    return values
+
+
+def _new_version(session: Session, body: s.ModelVersionIn, principal: Principal) -> m.ModelVersion:
+    values = _version_values(session, body.model_dump())
+    return m.ModelVersion(created_by=principal.display, **values)
+
+
+@router.get("/models", response_model=s.Page[s.ModelOut])
+def list_models(
+    session: SessionDep,
+    _: Reader,
+    name: Annotated[str | None, Query(description="glob, e.g. 'emtrack*'")] = None,
+    tag: Annotated[str | None, Query(description="models with a version carrying this tag")] = None,
+    facility: Annotated[str | None, Query(description="models deployed at this facility")] = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.ModelOut]:
+    stmt = select(m.Model)
+    if name:
+        stmt = stmt.where(m.Model.name.ilike(_like(name), escape="\\"))
+    if tag:
+        stmt = stmt.where(
+            exists().where(m.ModelVersion.model_id == m.Model.id).where(_tagged(m.ModelVersion.tags, tag))
+        )
+    if facility:
+        stmt = stmt.where(
+            exists()
+            .where(m.ModelVersion.model_id == m.Model.id)
+            .where(m.Deployment.model_version_id == m.ModelVersion.id)
+            .where(m.Backend.id == m.Deployment.backend_id)
+            .where(m.Facility.id == m.Backend.facility_id)
+            .where(m.Facility.name == facility)
+        )
+    sortable = {"name": m.Model.name, "created_at": m.Model.created_at}
+    return _page(session, stmt, m.Model.id, sortable, sort, limit, offset, _model_out)
+
+
+@router.post("/models", status_code=201, response_model=s.ModelOut)
+def create_model(body: s.ModelIn, session: SessionDep, principal: Admin) -> s.ModelOut:
+    model = m.Model(name=body.name, description=body.description)
+    model.versions = [_new_version(session, v, principal) for v in body.versions]
+    session.add(model)
+    _commit(session, f"model {body.name!r} (or one of its versions)")
+    return _model_out(model)
+
+
+@router.get("/models/{ident}", response_model=s.ModelOut)
+def get_model(ident: int, session: SessionDep, _: Reader) -> s.ModelOut:
+    return _model_out(_get(session, m.Model, ident, "model"))
+
+
+@router.patch("/models/{ident}", response_model=s.ModelOut)
+def update_model(ident: int, body: s.ModelPatch, session: SessionDep, _: Admin) -> s.ModelOut:
+    model = _get(session, m.Model, ident, "model")
+    _apply(model, body.model_dump(exclude_unset=True))
+    _commit(session, "model")
+    return _model_out(model)
+
+
+@router.delete("/models/{ident}", status_code=204)
+def delete_model(ident: int, session: SessionDep, _: Admin) -> Response:
+    session.delete(_get(session, m.Model, ident, "model"))
+    _commit(session, "model")
+    return Response(status_code=204)
+
+
+@router.get("/models/{ident}/versions", response_model=s.Page[s.ModelVersionOut])
+def list_versions(
+    ident: int,
+    session: SessionDep,
+    _: Reader,
+    tag: str | None = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.ModelVersionOut]:
+    _get(session, m.Model, ident, "model")
+    stmt = select(m.ModelVersion).where(m.ModelVersion.model_id == ident)
+    if tag:
+        stmt = stmt.where(_tagged(m.ModelVersion.tags, tag))
+    sortable = {"version": m.ModelVersion.version, "created_at": m.ModelVersion.created_at}
+    return _page(
+        session, stmt, m.ModelVersion.id, sortable, sort, limit, offset, lambda v: _version_out(session, v)
+    )
+
+
+@router.post("/models/{ident}/versions", status_code=201, response_model=s.ModelVersionOut)
+def create_version(
+    ident: int, body: s.ModelVersionIn, session: SessionDep, principal: Admin
+) -> s.ModelVersionOut:
+    model = _get(session, m.Model, ident, "model")
+    version = _new_version(session, body, principal)
+    model.versions.append(version)
+    _commit(session, f"version {body.version!r} of model {model.name!r}")
+    return _version_out(session, version)
+
+
+@router.get("/model-versions/{ident}", response_model=s.ModelVersionOut)
+def get_version(ident: int, session: SessionDep, _: Reader) -> s.ModelVersionOut:
+    return _version_out(session, _get(session, m.ModelVersion, ident, "model version"))
+
+
+@router.patch("/model-versions/{ident}", response_model=s.ModelVersionOut)
+def update_version(ident: int, body: s.ModelVersionPatch, session: SessionDep, _: Admin) -> s.ModelVersionOut:
+    version = _get(session, m.ModelVersion, ident, "model version")
+    _apply(version, _version_values(session, body.model_dump(exclude_unset=True)))
+    _commit(session, "model version")
+    return _version_out(session, version)
+
+
+@router.delete("/model-versions/{ident}", status_code=204)
+def delete_version(ident: int, session: SessionDep, _: Admin) -> Response:
+    session.delete(_get(session, m.ModelVersion, ident, "model version"))
+    _commit(session, "model version")
+    return Response(status_code=204)
+
+
+# -- deployments --------------------------------------------------------------------------------------
+def _deployment_select() -> Any:  # a Select
+    return (
+        select(m.Deployment, m.Backend.address, m.Facility.name, m.Model.name, m.ModelVersion.version)
+        .join(m.Backend, m.Deployment.backend_id == m.Backend.id)
+        .join(m.Facility, m.Backend.facility_id == m.Facility.id)
+        .join(m.ModelVersion, m.Deployment.model_version_id == m.ModelVersion.id)
+        .join(m.Model, m.ModelVersion.model_id == m.Model.id)
+    )
+
+
+def _deployment_out(row: Any) -> s.DeploymentOut:
+    d, address, facility, model, version = row
+    return s.DeploymentOut(
+        id=d.id,
+        backend_id=d.backend_id,
+        backend=RouterBackend.make_id(facility, address),
+        facility=facility,
+        model_version_id=d.model_version_id,
+        model=model,
+        version=version,
+        state=d.state,
+        created_at=d.created_at,
+    )
+
+
+def _one_deployment(session: Session, ident: int) -> s.DeploymentOut:
+    row = session.execute(_deployment_select().where(m.Deployment.id == ident)).first()
+    if row is None:
+        raise ApiError(404, f"no deployment with id {ident}")
+    return _deployment_out(row)
+
+
+@router.get("/deployments", response_model=s.Page[s.DeploymentOut])
+def list_deployments(
+    session: SessionDep,
+    _: Reader,
+    facility: str | None = None,
+    model: str | None = None,
+    version: str | None = None,
+    backend_id: int | None = None,
+    state: str | None = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.DeploymentOut]:
+    stmt = _deployment_select()
+    for column, value in (
+        (m.Facility.name, facility),
+        (m.Model.name, model),
+        (m.ModelVersion.version, version),
+        (m.Deployment.backend_id, backend_id),
+        (m.Deployment.state, state),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    sortable = {"model": m.Model.name, "facility": m.Facility.name, "created_at": m.Deployment.created_at}
+    return _page(session, stmt, m.Deployment.id, sortable, sort, limit, offset, _deployment_out)
+
+
+@router.post("/deployments", status_code=201, response_model=s.DeploymentOut)
+def create_deployment(body: s.DeploymentIn, session: SessionDep, _: Admin) -> s.DeploymentOut:
+    if session.get(m.Backend, body.backend_id) is None:
+        raise ApiError(422, f"backend_id: no backend with id {body.backend_id}")
+    version = session.scalar(
+        select(m.ModelVersion)
+        .join(m.Model, m.ModelVersion.model_id == m.Model.id)
+        .where(m.Model.name == body.model, m.ModelVersion.version == body.version)
+    )
+    if version is None:
+        raise ApiError(422, f"model: no version {body.version!r} of model {body.model!r}; register it first")
+    deployment = m.Deployment(backend_id=body.backend_id, model_version_id=version.id, state=body.state)
+    session.add(deployment)
+    _commit(session, f"deployment of {body.model}:{body.version} on backend {body.backend_id}")
+    return _one_deployment(session, deployment.id)
+
+
+@router.get("/deployments/{ident}", response_model=s.DeploymentOut)
+def get_deployment(ident: int, session: SessionDep, _: Reader) -> s.DeploymentOut:
+    return _one_deployment(session, ident)
+
+
+@router.patch("/deployments/{ident}", response_model=s.DeploymentOut)
+def update_deployment(ident: int, body: s.DeploymentPatch, session: SessionDep, _: Admin) -> s.DeploymentOut:
+    deployment = _get(session, m.Deployment, ident, "deployment")
+    deployment.state = body.state
+    _commit(session, "deployment")
+    return _one_deployment(session, ident)
+
+
+@router.delete("/deployments/{ident}", status_code=204)
+def delete_deployment(ident: int, session: SessionDep, _: Admin) -> Response:
+    session.delete(_get(session, m.Deployment, ident, "deployment"))
+    _commit(session, "deployment")
+    return Response(status_code=204)
+
+
+# -- usage (provenance) -------------------------------------------------------------------------------
+def _usage_out(u: m.Usage) -> s.UsageOut:
+    return s.UsageOut(
+        id=u.id,
+        job_id=u.job_id or None,
+        dataset=u.dataset or None,
+        model=u.model,
+        version=u.version,
+        facility=u.facility,
+        backend=u.backend,
+        subject=u.subject,
+        issuer=u.issuer,
+        n_requests=u.n_requests,
+        n_inferences=u.n_inferences,
+        first_seen=u.first_seen,
+        last_seen=u.last_seen,
+    )
+
+
+@router.get("/usage", response_model=s.Page[s.UsageOut])
+def list_usage(
+    session: SessionDep,
+    _: Reader,
+    job_id: str | None = None,
+    dataset: str | None = None,
+    model: str | None = None,
+    version: str | None = None,
+    facility: str | None = None,
+    subject: str | None = None,
+    sort: Sort = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> s.Page[s.UsageOut]:
+    """Provenance: which model version served which job (and dataset), where, and how much."""
+    stmt = select(m.Usage)
+    for column, value in (
+        (m.Usage.job_id, job_id),
+        (m.Usage.dataset, dataset),
+        (m.Usage.model, model),
+        (m.Usage.version, version),
+        (m.Usage.facility, facility),
+        (m.Usage.subject, subject),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    sortable = {
+        "first_seen": m.Usage.first_seen,
+        "last_seen": m.Usage.last_seen,
+        "n_inferences": m.Usage.n_inferences,
+        "n_requests": m.Usage.n_requests,
+    }
+    return _page(session, stmt, m.Usage.id, sortable, sort, limit, offset, _usage_out)
+
+
+def install_admin_api(app: FastAPI) -> None:
+    """Mount ``/api/v1`` on ``app`` with its ``{"error": ...}`` responses."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.include_router(router)

@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from gateway.app import Gateway
+from gateway.catalog.recorder import write_usage
+from gateway.core.recording import UsageEvent
+from tests.catalog.support import ADMIN, READER
+
+SHA = "ab" * 32
+
+
+async def post(client: httpx.AsyncClient, path: str, body: dict[str, object]) -> dict[str, object]:
+    r = await client.post(f"/api/v1/{path}", json=body, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    out: dict[str, object] = r.json()
+    return out
+
+
+async def test_auth_is_required_everywhere(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/facilities")
+    assert r.status_code == 401
+    assert "bearer token" in r.json()["error"]
+    assert r.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert (await client.get("/api/v1/usage", headers={"authorization": "Bearer nope"})).status_code == 401
+    assert (await client.get("/api/v1/facilities", headers=READER)).status_code == 200
+    r = await client.post("/api/v1/facilities", json={"name": "lab"}, headers=READER)
+    assert r.status_code == 403
+    assert "gateway.admin" in r.json()["error"]
+    assert (await client.delete("/api/v1/facilities/1", headers=READER)).status_code == 403
+
+
+async def test_facility_crud(client: httpx.AsyncClient) -> None:
+    created = await post(client, "facilities", {"name": "lab-a", "site": "FNAL", "contact": "ops@lab"})
+    ident = created["id"]
+    assert created["enabled"] is True
+    r = await client.get(f"/api/v1/facilities/{ident}", headers=READER)
+    assert r.json()["site"] == "FNAL"
+    r = await client.patch(f"/api/v1/facilities/{ident}", json={"description": "GPUs"}, headers=ADMIN)
+    assert r.status_code == 200
+    assert r.json()["description"] == "GPUs"
+    assert r.json()["site"] == "FNAL"
+    r = await client.post("/api/v1/facilities", json={"name": "lab-a"}, headers=ADMIN)
+    assert r.status_code == 409
+    assert "lab-a" in r.json()["error"]
+    assert (await client.delete(f"/api/v1/facilities/{ident}", headers=ADMIN)).status_code == 204
+    r = await client.get(f"/api/v1/facilities/{ident}", headers=READER)
+    assert r.status_code == 404
+    assert r.json() == {"error": f"no facility with id {ident}"}
+    assert (await client.patch("/api/v1/facilities/999", json={}, headers=ADMIN)).status_code == 404
+    assert (await client.delete("/api/v1/facilities/999", headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("facilities", {"name": "has space"}, "name"),
+        ("facilities", {"name": "x", "bogus": 1}, "bogus"),
+        ("facilities", {}, "name"),
+        ("backends", {"facility": "lab", "address": "no-port"}, "address"),
+        ("backends", {"facility": "lab", "address": "h:1", "capacity": 0}, "capacity"),
+        ("backends", {"facility": "lab", "address": "h:1", "protocol": "udp"}, "protocol"),
+        ("datasets", {"name": "d", "n_events": -1}, "n_events"),
+        ("models", {"name": "m", "versions": [{"version": "1", "sha256": "xyz"}]}, "sha256"),
+        ("deployments", {"backend_id": "one", "model": "m", "version": "1"}, "backend_id"),
+    ],
+)
+async def test_bad_input_is_422_with_the_field(
+    client: httpx.AsyncClient, path: str, body: dict[str, object], field: str
+) -> None:
+    r = await client.post(f"/api/v1/{path}", json=body, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert field in str([e["loc"] for e in r.json()["detail"]])
+
+
+async def test_bad_query_and_body_never_500(client: httpx.AsyncClient) -> None:
+    for url in (
+        "/api/v1/facilities?limit=0",
+        "/api/v1/facilities?limit=100000",
+        "/api/v1/facilities?offset=-1",
+        "/api/v1/facilities?sort=nope",
+        "/api/v1/facilities?sort=DROP%20TABLE",
+        "/api/v1/facilities/abc",
+    ):
+        assert (await client.get(url, headers=READER)).status_code == 422, url
+    r = await client.post(
+        "/api/v1/facilities", content=b"{not json", headers={**ADMIN, "content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    r = await client.post("/api/v1/backends", json={"facility": "ghost", "address": "h:1"}, headers=ADMIN)
+    assert r.status_code == 422
+    assert "ghost" in r.json()["error"]
+
+
+async def test_pagination_sorting_and_filters(client: httpx.AsyncClient) -> None:
+    for i, experiment in enumerate(["dune", "dune", "icarus", "dune", "sbnd"]):
+        await post(
+            client,
+            "datasets",
+            {
+                "name": f"{experiment}:run_{i}",
+                "experiment": experiment,
+                "data_tier": "reco" if i % 2 else "raw",
+                "n_events": 100 - i,
+                "storage_uris": [f"root://eos/{i}"],
+                "metadata": {"run": i},
+            },
+        )
+    r = await client.get("/api/v1/datasets?experiment=dune&limit=2", headers=READER)
+    page = r.json()
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
+    assert [d["name"] for d in page["items"]] == ["dune:run_0", "dune:run_1"]
+    r = await client.get("/api/v1/datasets?experiment=dune&limit=2&offset=2", headers=READER)
+    assert [d["name"] for d in r.json()["items"]] == ["dune:run_3"]
+    r = await client.get("/api/v1/datasets?tier=reco&sort=-n_events", headers=READER)
+    assert [d["metadata"]["run"] for d in r.json()["items"]] == [1, 3]
+    r = await client.get("/api/v1/datasets?name=DUNE:*", headers=READER)
+    assert r.json()["total"] == 3
+    r = await client.get("/api/v1/datasets?name=dune:run%25", headers=READER)  # '%' is literal, not LIKE's
+    assert r.json()["total"] == 0
+    r = await client.get("/api/v1/datasets?name=*n_1", headers=READER)
+    assert [d["name"] for d in r.json()["items"]] == ["dune:run_1"]
+    ident = r.json()["items"][0]["id"]
+    r = await client.patch(f"/api/v1/datasets/{ident}", json={"metadata": {"run": 7}}, headers=ADMIN)
+    assert r.json()["metadata"] == {"run": 7}
+    assert r.json()["storage_uris"] == ["root://eos/1"]
+    assert (await client.delete(f"/api/v1/datasets/{ident}", headers=ADMIN)).status_code == 204
+    assert (await client.get("/api/v1/datasets", headers=READER)).json()["total"] == 4
+
+
+async def test_models_versions_deployments(client: httpx.AsyncClient) -> None:
+    dataset = await post(client, "datasets", {"name": "protodune-sp:np04_reco_run5387", "experiment": "dune"})
+    tensor = {"name": "main_input", "datatype": "FP32", "shape": [-1, 48, 48, 1]}
+    model = await post(
+        client,
+        "models",
+        {
+            "name": "emtrack_michel",
+            "versions": [
+                {
+                    "version": "1",
+                    "platform": "python",
+                    "inputs": [tensor],
+                    "max_batch_size": 1693,
+                    "sha256": SHA,
+                    "training_dataset": dataset["name"],
+                    "tags": ["production"],
+                }
+            ],
+        },
+    )
+    assert model["versions"] == ["1"]
+    await post(client, "models", {"name": "identity_fp32"})
+    r = await client.post(
+        f"/api/v1/models/{model['id']}/versions", json={"version": "2", "tags": ["test"]}, headers=ADMIN
+    )
+    assert r.status_code == 201
+    v2 = r.json()
+    assert v2["created_by"] == "root@https://issuer"
+    assert (
+        await client.post(f"/api/v1/models/{model['id']}/versions", json={"version": "2"}, headers=ADMIN)
+    ).status_code == 409
+    r = await client.post(
+        f"/api/v1/models/{model['id']}/versions",
+        json={"version": "3", "training_dataset": "nope:x"},
+        headers=ADMIN,
+    )
+    assert r.status_code == 422
+    r = await client.get(f"/api/v1/models/{model['id']}/versions", headers=READER)
+    v1 = r.json()["items"][0]
+    assert v1["training_dataset"] == "protodune-sp:np04_reco_run5387"
+    assert v1["inputs"] == [tensor]
+    r = await client.get("/api/v1/models?tag=production", headers=READER)
+    assert [m["name"] for m in r.json()["items"]] == ["emtrack_michel"]
+    r = await client.get("/api/v1/models?tag=prod", headers=READER)
+    assert r.json()["total"] == 0
+    r = await client.get("/api/v1/models?sort=-name", headers=READER)
+    assert [m["name"] for m in r.json()["items"]] == ["identity_fp32", "emtrack_michel"]
+    r = await client.patch(f"/api/v1/model-versions/{v2['id']}", json={"tags": ["production"]}, headers=ADMIN)
+    assert r.json()["tags"] == ["production"]
+
+    await post(client, "facilities", {"name": "lab"})
+    backend = await post(
+        client, "backends", {"facility": "lab", "address": "10.0.0.1:8001", "enabled": False}
+    )
+    assert backend["router_id"] == "lab/10.0.0.1:8001"
+    dep = {"backend_id": backend["id"], "model": "emtrack_michel", "version": "1"}
+    deployment = await post(client, "deployments", dep)
+    assert (deployment["facility"], deployment["version"], deployment["state"]) == ("lab", "1", "registered")
+    assert (await client.post("/api/v1/deployments", json=dep, headers=ADMIN)).status_code == 409
+    bad = {**dep, "version": "9"}
+    assert (await client.post("/api/v1/deployments", json=bad, headers=ADMIN)).status_code == 422
+    assert (
+        await client.post("/api/v1/deployments", json={**dep, "backend_id": 999}, headers=ADMIN)
+    ).status_code == 422
+    r = await client.get("/api/v1/deployments?facility=lab&model=emtrack_michel", headers=READER)
+    assert r.json()["total"] == 1
+    r = await client.patch(
+        f"/api/v1/deployments/{deployment['id']}", json={"state": "observed"}, headers=ADMIN
+    )
+    assert r.json()["state"] == "observed"
+    assert (await client.get("/api/v1/models?facility=lab", headers=READER)).json()["total"] == 1
+    assert (await client.get("/api/v1/backends?model=emtrack_michel", headers=READER)).json()["total"] == 1
+    assert (await client.get("/api/v1/backends?model=identity_fp32", headers=READER)).json()["total"] == 0
+    assert (await client.get(f"/api/v1/model-versions/{v1['id']}", headers=READER)).json()["version"] == "1"
+    # deleting a dataset leaves the model version, without its training dataset
+    assert (await client.delete(f"/api/v1/datasets/{dataset['id']}", headers=ADMIN)).status_code == 204
+    r = await client.get(f"/api/v1/model-versions/{v1['id']}", headers=READER)
+    assert r.json()["training_dataset"] is None
+    assert (await client.delete(f"/api/v1/deployments/{deployment['id']}", headers=ADMIN)).status_code == 204
+    assert (await client.delete(f"/api/v1/model-versions/{v2['id']}", headers=ADMIN)).status_code == 204
+    assert (await client.delete(f"/api/v1/models/{model['id']}", headers=ADMIN)).status_code == 204
+    assert (await client.get(f"/api/v1/model-versions/{v1['id']}", headers=READER)).status_code == 404
+
+
+async def test_backends_reach_the_router(client: httpx.AsyncClient, gateway: Gateway) -> None:
+    await post(client, "facilities", {"name": "hpc"})
+    backend = await post(client, "backends", {"facility": "hpc", "address": "10.0.0.2:8001", "capacity": 4})
+    http_only = await post(
+        client, "backends", {"facility": "hpc", "address": "10.0.0.2:8000", "protocol": "http"}
+    )
+    snapshot = gateway.registry.snapshot
+    assert set(snapshot.backends) == {"hpc/10.0.0.2:8001"}  # gRPC ones only
+    assert snapshot.backends["hpc/10.0.0.2:8001"].capacity == 4
+    r = await client.post(
+        "/api/v1/backends", json={"facility": "hpc", "address": "10.0.0.2:8001"}, headers=ADMIN
+    )
+    assert r.status_code == 409
+    r = await client.patch(f"/api/v1/backends/{backend['id']}", json={"draining": True}, headers=ADMIN)
+    assert r.json()["draining"] is True
+    assert gateway.registry.snapshot.backends["hpc/10.0.0.2:8001"].draining
+    r = await client.get("/api/v1/backends?facility=hpc&sort=address", headers=READER)
+    assert [b["address"] for b in r.json()["items"]] == ["10.0.0.2:8000", "10.0.0.2:8001"]
+    facility_id = backend["facility_id"]
+    await client.patch(f"/api/v1/facilities/{facility_id}", json={"enabled": False}, headers=ADMIN)
+    assert gateway.registry.snapshot.backends == {}
+    await client.patch(f"/api/v1/facilities/{facility_id}", json={"enabled": True}, headers=ADMIN)
+    assert set(gateway.registry.snapshot.backends) == {"hpc/10.0.0.2:8001"}
+    assert (await client.delete(f"/api/v1/backends/{backend['id']}", headers=ADMIN)).status_code == 204
+    assert gateway.registry.snapshot.backends == {}
+    assert (await client.get(f"/api/v1/backends/{http_only['id']}", headers=READER)).status_code == 200
+    assert (await client.delete(f"/api/v1/facilities/{facility_id}", headers=ADMIN)).status_code == 204
+    assert (await client.get(f"/api/v1/backends/{http_only['id']}", headers=READER)).status_code == 404
+
+
+async def test_usage_provenance_lookups(client: httpx.AsyncClient, migrated_engine: Engine) -> None:
+    def event(job: str, version: str, dataset: str | None = "dune:run1", n: int = 10) -> UsageEvent:
+        return UsageEvent(
+            model="emtrack", version_requested="", version_served=version, facility="lab",
+            backend_id="lab/h:1", subject="alice", issuer="https://issuer", job_id=job, dataset=dataset,
+            inferences=n,
+        )  # fmt: skip
+
+    write_usage(migrated_engine, [event("job-1", "1"), event("job-1", "1"), event("job-2", "2")])
+    write_usage(migrated_engine, [event("job-1", "1", n=5), event("", "2", dataset=None)])
+    r = await client.get("/api/v1/usage?job_id=job-1", headers=READER)
+    [row] = r.json()["items"]
+    assert (row["version"], row["n_requests"], row["n_inferences"]) == ("1", 3, 25)
+    assert row["dataset"] == "dune:run1"
+    r = await client.get("/api/v1/usage?dataset=dune:run1&sort=-n_inferences", headers=READER)
+    assert [u["job_id"] for u in r.json()["items"]] == ["job-1", "job-2"]
+    r = await client.get("/api/v1/usage?model=emtrack&version=2", headers=READER)
+    assert sorted(str(u["job_id"]) for u in r.json()["items"]) == ["None", "job-2"]
+    assert (await client.get("/api/v1/usage?job_id=nope", headers=READER)).json()["total"] == 0
