@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.auth.cli import add_token_arguments, run_token_command
+from gateway.catalog.cli import add_catalog_commands
 from gateway.config import ConfigError, load_settings
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY, TritonError, TritonPorts, TritonServer
 
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=2, help="synthetic events per batch size (default 2)")
     demo.add_argument("--workdir", default=".sonic/demo", help="logs and state (default .sonic/demo)")
     demo.set_defaults(func=cmd_demo)
+    add_catalog_commands(sub)  # db upgrade, apply
     return parser
 
 
