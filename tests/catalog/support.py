@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from gateway.app import Gateway
 from gateway.config import load_settings
 from gateway.core.identity import Principal
+from gateway.core.recording import UsageRecorder
 from gateway.errors import PermissionDenied, Unauthenticated
 
 ADMIN = {"authorization": "Bearer admin"}
@@ -31,7 +32,7 @@ class TokenNameAuth:
             raise PermissionDenied("admin API: the token needs the gateway.admin scope")
 
 
-def make_gateway(database_url: str, **overrides: object) -> Gateway:
+def make_gateway(database_url: str, recorder: UsageRecorder | None = None, **overrides: object) -> Gateway:
     values: dict[str, object] = {
         "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
         "database_url": database_url,
@@ -43,5 +44,6 @@ def make_gateway(database_url: str, **overrides: object) -> Gateway:
         load_settings(None, **values),
         authenticator=auth,
         authorizer=auth,
+        recorder=recorder,
         metrics_registry=CollectorRegistry(),
     )
