@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Select, String, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from gateway.auth.www import www_authenticate
 from gateway.catalog import models as m
 from gateway.catalog import schemas as s
 from gateway.core.identity import Principal
@@ -53,19 +54,14 @@ async def get_principal(request: Request) -> Principal:
     try:
         return await gateway.dataplane.authenticator.authenticate(request.headers.get("authorization"))
     except Unauthenticated as exc:
-        description = exc.message.replace('"', "'")
-        raise ApiError(
-            401,
-            exc.message,
-            {"WWW-Authenticate": f'Bearer error="{exc.reason}", error_description="{description}"'},
-        ) from None
+        raise ApiError(401, exc.message, {"WWW-Authenticate": www_authenticate(exc)}) from None
 
 
 async def get_admin(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     try:
         _gateway(request).authorizer.authorize_admin(principal)
     except PermissionDenied as exc:
-        raise ApiError(403, exc.message) from None
+        raise ApiError(403, exc.message, {"WWW-Authenticate": www_authenticate(exc)}) from None
     return principal
 
 
