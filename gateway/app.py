@@ -91,7 +91,6 @@ class Gateway:
         self.catalog = Catalog(
             settings.database_url, self.registry, static_backends(settings), recorder=batched
         )
-        self.http_pool = HttpBackendPool()  # its client is opened in start(), closed in stop()
         if authenticator is None or authorizer is None:
             authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
         self.authenticator = authenticator
@@ -104,6 +103,7 @@ class Gateway:
             }
         )
         self.pool = GrpcBackendPool(settings.routing.max_message_bytes, self.credentials)
+        self.http_pool = HttpBackendPool(self.credentials)  # client opened in start(), closed in stop()
         self.dataplane = DataPlane(authenticator, authorizer, self.registry, self.load, self.recorder)
         self.health = HealthMonitor(
             self.registry, self.pool, settings.routing.health_interval_s, settings.routing.probe_timeout_s

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from gateway.auth.outbound import BackendCredentials
 from gateway.errors import BackendUnreachable, DeadlineExceeded, Unavailable
 from gateway.routing.backend import Backend
 
@@ -42,7 +43,13 @@ def translate_http_error(exc: httpx.TransportError, backend: Backend) -> Excepti
 class HttpBackendPool:
     """The shared client; :meth:`start` opens it, :meth:`close` closes it (owned by the Gateway)."""
 
-    def __init__(self, max_connections: int = 200, max_keepalive: int = 50) -> None:
+    def __init__(
+        self,
+        credentials: BackendCredentials | None = None,
+        max_connections: int = 200,
+        max_keepalive: int = 50,
+    ) -> None:
+        self.credentials = credentials or BackendCredentials()
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_keepalive, keepalive_expiry=30
         )
@@ -72,7 +79,10 @@ class HttpBackendPool:
         content: bytes | None = None,
         headers: Sequence[tuple[str, str]] = (),
         timeout: float | None = None,
+        client_authorization: str | None = None,
     ) -> BackendResponse:
+        """Send to ``backend``; a facility that requires its own credential gets it (never the client's
+        token, unless that facility is configured with ``forward_client_token``)."""
         if not backend.http_address:
             raise Unavailable(f"backend {backend.id} has no HTTP address")
         url = f"http://{backend.http_address}{path}"
@@ -80,6 +90,9 @@ class HttpBackendPool:
         # httpx would otherwise ask for (and silently decode) compression the client never asked for.
         if "accept-encoding" not in out:
             out["accept-encoding"] = "identity"
+        credential = await self.credentials.authorization_for(backend.id, client_authorization)
+        if credential is not None:
+            out["authorization"] = credential
         request_timeout = (
             httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout)) if timeout is not None else None
         )

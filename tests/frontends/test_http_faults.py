@@ -267,3 +267,30 @@ async def test_auth_missing_token_401_good_token_200(mock: respx.MockRouter, tmp
             assert gw.recorder.events[-1].subject == "alice"
     finally:
         await gw.stop(grace_s=0)
+
+
+async def test_facility_credential_replaces_the_client_token(mock: respx.MockRouter, tmp_path: Path) -> None:
+    ((grpc_a, http_a),) = _addresses(1)
+    token_file = tmp_path / "facility.token"
+    token_file.write_text("facility-token\n")
+    gw = await _gateway(
+        [
+            {
+                "facility": "f",
+                "grpc": grpc_a,
+                "http": http_a,
+                "credentials": {"kind": "file", "token_file": str(token_file)},
+            }
+        ]
+    )
+    mock.route(host="127.0.0.1", port=gw.http_port).pass_through()
+    backend = _route(mock, http_a).mock(return_value=_ok())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.http_port}") as client:
+            r = await client.post(
+                "/v2/models/toy/infer", content=BODY, headers={"authorization": "Bearer client-token"}
+            )
+        assert r.status_code == 200
+        assert backend.calls.last.request.headers["authorization"] == "Bearer facility-token"
+    finally:
+        await gw.stop(grace_s=0)

@@ -238,7 +238,13 @@ class KServeHttp:
 
         async def send(backend: Backend) -> BackendResponse:
             return await self.pool.request(
-                backend, method, path, content=body, headers=headers, timeout=self.timeout_s
+                backend,
+                method,
+                path,
+                content=body,
+                headers=headers,
+                timeout=self.timeout_s,
+                client_authorization=ctx.authorization,
             )
 
         answer, backend = await self.dataplane.forward(model, version, send)
@@ -254,7 +260,12 @@ class KServeHttp:
             backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
             try:
                 answer = await self.pool.request(
-                    backend, "GET", "/v2", headers=headers, timeout=self.timeout_s
+                    backend,
+                    "GET",
+                    "/v2",
+                    headers=headers,
+                    timeout=self.timeout_s,
+                    client_authorization=ctx.authorization,
                 )
                 if answer.status == 200:
                     return _relay(answer, ctx.request_id)
@@ -311,9 +322,15 @@ class KServeHttp:
         else:
             backends = [b for b in snapshot.healthy_backends() if b.http_address]
             path = "/v2/models/stats"
-        plain = [(k, v) for k, v in headers if k not in ("accept-encoding",)]
+        plain = [(k, v) for k, v in headers if k != "accept-encoding"]  # merged here: plain JSON wanted
+        auth = ctx.authorization
         answers = await asyncio.gather(
-            *(self.pool.request(b, "GET", path, headers=plain, timeout=self.timeout_s) for b in backends),
+            *(
+                self.pool.request(
+                    b, "GET", path, headers=plain, timeout=self.timeout_s, client_authorization=auth
+                )
+                for b in backends
+            ),
             return_exceptions=True,
         )
         good = []
