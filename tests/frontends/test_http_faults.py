@@ -294,3 +294,16 @@ async def test_facility_credential_replaces_the_client_token(mock: respx.MockRou
         assert backend.calls.last.request.headers["authorization"] == "Bearer facility-token"
     finally:
         await gw.stop(grace_s=0)
+
+
+def test_error_response_shapes() -> None:
+    from gateway.errors import PermissionDenied, ResourceExhausted
+    from gateway.frontends.http.kserve import error_response
+
+    r = error_response(ResourceExhausted("slow down", retry_after_s=2.2))
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "3"
+    assert json.loads(bytes(r.body)) == {"error": "slow down"}
+    r = error_response(PermissionDenied("needs group /dune"))
+    assert r.status_code == 403
+    assert r.headers["www-authenticate"].startswith('Bearer error="insufficient_scope"')

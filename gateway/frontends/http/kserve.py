@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import re
 import uuid
 import zlib
@@ -100,7 +101,7 @@ def error_response(exc: GatewayError) -> Response:
     if isinstance(exc, Unauthenticated | PermissionDenied):
         headers["www-authenticate"] = www_authenticate(exc)
     if isinstance(exc, ResourceExhausted) and exc.retry_after_s is not None:
-        headers["retry-after"] = str(max(1, round(exc.retry_after_s + 0.4999)))
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after_s)))  # whole seconds (RFC 9110)
     return Response(
         json.dumps({"error": exc.message}),
         status_code=status_of(exc).http_status,
