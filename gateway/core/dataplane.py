@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from gateway.core.identity import Authenticator, Authorizer, Principal
 from gateway.core.recording import UsageEvent, UsageRecorder
-from gateway.errors import BackendUnreachable, ModelNotFound, Unavailable
-from gateway.routing.backend import Backend
+from gateway.errors import BackendUnreachable, ModelNotFound, PermissionDenied, Unavailable
+from gateway.routing.backend import Backend, Protocol
 from gateway.routing.balancer import choose_least_loaded
 from gateway.routing.registry import Registry
 from gateway.state.memory import InMemoryLoadState
@@ -24,6 +24,13 @@ T = TypeVar("T")
 
 # A request that never reached a backend is retried once elsewhere; one that may have executed is not.
 MAX_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: str
+    ready: bool
 
 
 @dataclass(frozen=True)
@@ -61,15 +68,25 @@ class DataPlane:
         self.authorizer.authorize_infer(principal, model)
         return principal
 
-    def route(self, model: str, version: str = "", exclude: Iterable[str] = ()) -> Backend:
-        """The least-loaded healthy backend serving ``model[:version]``."""
-        snapshot = self.registry.snapshot
-        candidates = snapshot.candidates(model, version)
+    def route(
+        self, model: str, version: str = "", exclude: Iterable[str] = (), protocol: Protocol = "grpc"
+    ) -> Backend:
+        """The least-loaded healthy backend serving ``model[:version]`` over ``protocol``."""
+        candidates = self.registry.snapshot.candidates(model, version, protocol)
         if exclude:
             skip = set(exclude)
             candidates = [b for b in candidates if b.id not in skip]
-        if candidates:
-            return choose_least_loaded(candidates, self.load, self._rng)
+        if not candidates:
+            self._unroutable(model, version, protocol)
+        return choose_least_loaded(candidates, self.load, self._rng)
+
+    def check_servable(self, model: str, version: str = "", protocol: Protocol = "grpc") -> None:
+        """Raise what :meth:`route` would when nothing can serve, without choosing a backend."""
+        if not self.registry.snapshot.candidates(model, version, protocol):
+            self._unroutable(model, version, protocol)
+
+    def _unroutable(self, model: str, version: str, protocol: Protocol) -> NoReturn:
+        snapshot = self.registry.snapshot
         known = snapshot.known_models()
         label = f"{model!r} version {version!r}" if version else repr(model)
         if model not in known or (version and version not in known[model]):
@@ -77,7 +94,46 @@ class DataPlane:
             raise ModelNotFound(
                 f"model {label} is not served by any registered facility (models available: {names})"
             )
+        if protocol != "grpc" and snapshot.candidates(model, version, "grpc"):
+            raise Unavailable(
+                f"model {label} is served only by facilities without an {protocol.upper()} endpoint; "
+                "use the gateway's gRPC endpoint (tritonclient.grpc) for it"
+            )
         raise Unavailable(f"model {label} is registered but no healthy backend can serve it now; retry later")
+
+    def least_loaded_healthy(self, protocol: Protocol = "grpc") -> Backend | None:
+        """Any healthy backend (for server-level calls such as server metadata), least loaded first."""
+        healthy = self.registry.snapshot.healthy_backends(protocol)
+        return min(healthy, key=lambda b: self.load.in_flight(b.id)) if healthy else None
+
+    def may_use(self, principal: Principal, model: str) -> bool:
+        try:
+            self.authorizer.authorize_infer(principal, model)
+        except PermissionDenied:
+            return False
+        return True
+
+    def statistics_targets(
+        self, principal: Principal, model: str, version: str, protocol: Protocol = "grpc"
+    ) -> list[Backend]:
+        """Backends whose statistics answer a statistics call: those serving ``model``, or all."""
+        snapshot = self.registry.snapshot
+        if not model:
+            return snapshot.healthy_backends(protocol)
+        self.authorizer.authorize_infer(principal, model)
+        backends = snapshot.candidates(model, version, protocol)
+        if not backends:
+            self._unroutable(model, version, protocol)
+        return backends
+
+    def repository_index(self, protocol: Protocol = "grpc") -> list[IndexEntry]:
+        """Every model version any facility reported, and whether one can serve it now."""
+        snapshot = self.registry.snapshot
+        return [
+            IndexEntry(name, version, bool(snapshot.candidates(name, version, protocol)))
+            for name, versions in sorted(snapshot.known_models().items())
+            for version in sorted(versions)
+        ]
 
     async def call_model(
         self, ctx: CallContext, model: str, version: str, send: Callable[[Backend], Awaitable[T]]
@@ -88,11 +144,15 @@ class DataPlane:
         return result, backend, principal
 
     async def forward(
-        self, model: str, version: str, send: Callable[[Backend], Awaitable[T]]
+        self,
+        model: str,
+        version: str,
+        send: Callable[[Backend], Awaitable[T]],
+        protocol: Protocol = "grpc",
     ) -> tuple[T, Backend]:
         tried: list[str] = []
         while True:
-            backend = self.route(model, version, tried)
+            backend = self.route(model, version, tried, protocol)
             self.load.acquire(backend.id)
             try:
                 return await send(backend), backend

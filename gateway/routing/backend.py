@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+# The wire protocol a frontend forwards in: a backend can take it only if it has that endpoint.
+Protocol = Literal["grpc", "http"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,9 @@ class Backend:
     metrics_address: str | None = None
     capacity: float = 1.0
     draining: bool = False
+
+    def speaks(self, protocol: Protocol) -> bool:
+        return protocol == "grpc" or self.http_address is not None
 
     @staticmethod
     def make_id(facility: str, grpc_address: str) -> str:

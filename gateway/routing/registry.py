@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gateway.routing.backend import Backend, BackendHealth
+from gateway.routing.backend import Backend, BackendHealth, Protocol
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,17 @@ class Snapshot:
     # model name -> ids of healthy, non-draining backends serving it (any version)
     serving: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def candidates(self, model: str, version: str = "") -> list[Backend]:
-        ids = self.serving.get(model, ())
-        if not version:
-            return [self.backends[i] for i in ids]
-        return [self.backends[i] for i in ids if version in self.health[i].models.get(model, frozenset())]
+    def candidates(self, model: str, version: str = "", protocol: Protocol = "grpc") -> list[Backend]:
+        """Healthy, non-draining backends serving ``model[:version]`` that speak ``protocol``."""
+        out = []
+        for i in self.serving.get(model, ()):
+            backend = self.backends[i]
+            if not backend.speaks(protocol):
+                continue
+            if version and version not in self.health[i].models.get(model, frozenset()):
+                continue
+            out.append(backend)
+        return out
 
     def known_models(self) -> dict[str, frozenset[str]]:
         """Every model any backend has reported, healthy or not, with the union of its versions."""
@@ -34,8 +40,12 @@ class Snapshot:
                 out.setdefault(name, set()).update(versions)
         return {name: frozenset(v) for name, v in out.items()}
 
-    def healthy_backends(self) -> list[Backend]:
-        return [b for i, b in self.backends.items() if self.health[i].healthy and not b.draining]
+    def healthy_backends(self, protocol: Protocol = "grpc") -> list[Backend]:
+        return [
+            b
+            for i, b in self.backends.items()
+            if self.health[i].healthy and not b.draining and b.speaks(protocol)
+        ]
 
 
 class Registry:

@@ -76,3 +76,19 @@ def test_registry_replacement_keeps_health_of_kept_backends() -> None:
     registry.set_backends([_backend("a"), _backend("new")])
     assert [b.id for b in registry.snapshot.candidates("m")] == ["a"]
     assert not registry.snapshot.health["new"].healthy
+
+
+def test_http_routing_skips_backends_without_an_http_endpoint() -> None:
+    grpc_only = _backend("grpc-only")
+    both = Backend(id="both", facility="both", grpc_address="both:1", http_address="both:2")
+    registry = Registry([grpc_only, both])
+    for backend_id in ("grpc-only", "both"):
+        registry.update_health(backend_id, True, {"m": frozenset({"1"})})
+    registry.update_health("both", True, {"m": frozenset({"1"}), "n": frozenset({"1"})})
+    registry.update_health("grpc-only", True, {"m": frozenset({"1"}), "g": frozenset({"1"})})
+    plane = _plane(registry)
+    assert {plane.route("m", protocol="http").id for _ in range(30)} == {"both"}
+    assert {plane.route("m").id for _ in range(30)} == {"both", "grpc-only"}
+    with pytest.raises(Unavailable, match="only by facilities without an HTTP endpoint"):
+        plane.check_servable("g", protocol="http")
+    assert [e.name for e in plane.repository_index("http") if e.ready] == ["m", "n"]

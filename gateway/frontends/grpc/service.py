@@ -29,13 +29,12 @@ from gateway.errors import (
     GatewayError,
     InvalidArgument,
     ModelNotFound,
-    PermissionDenied,
     ResourceExhausted,
     Unavailable,
     Unimplemented,
     status_of,
 )
-from gateway.frontends.grpc.statistics import merge_statistics
+from gateway.frontends.statistics import merge_statistics
 from gateway.routing.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -135,10 +134,9 @@ class InferenceService:
     async def server_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ctx, metadata = self._context(context)
         await self.dataplane.authenticate(ctx)
-        healthy = self.dataplane.registry.snapshot.healthy_backends()
-        if healthy:
+        backend = self.dataplane.least_loaded_healthy()
+        if backend is not None:
             # The facilities' own answer (name, version, extensions), so clients see a Triton.
-            backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
             try:
                 return await self.pool.call(
                     backend, "ServerMetadata", request, metadata, self._timeout(context), ctx.authorization
@@ -172,14 +170,7 @@ class InferenceService:
         msg = _decode(service_pb2.ModelStatisticsRequest.FromString, request)
         ctx, metadata = self._context(context)
         principal = await self.dataplane.authenticate(ctx)
-        snapshot = self.dataplane.registry.snapshot
-        if msg.name:
-            self.dataplane.authorizer.authorize_infer(principal, msg.name)
-            backends = snapshot.candidates(msg.name, msg.version)
-            if not backends:
-                self.dataplane.route(msg.name, msg.version)  # raises the right NOT_FOUND/UNAVAILABLE
-        else:
-            backends = snapshot.healthy_backends()
+        backends = self.dataplane.statistics_targets(principal, msg.name, msg.version)
         timeout = self._timeout(context)
         answers = await asyncio.gather(
             *(
@@ -193,36 +184,23 @@ class InferenceService:
             errors = [a for a in answers if isinstance(a, GatewayError)]
             if errors:
                 raise errors[0]
-        merged = merge_statistics(good)
-        if not msg.name:
-            allowed = []
-            for stats in merged.model_stats:
-                try:
-                    self.dataplane.authorizer.authorize_infer(principal, stats.name)
-                    allowed.append(stats)
-                except PermissionDenied:
-                    continue
-            del merged.model_stats[:]
-            merged.model_stats.extend(allowed)
+        merged = merge_statistics(good, lambda model: self.dataplane.may_use(principal, model))
         return bytes(merged.SerializeToString())
 
     async def repository_index(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         msg = _decode(service_pb2.RepositoryIndexRequest.FromString, request)
         ctx, _ = self._context(context)
         await self.dataplane.authenticate(ctx)
-        snapshot = self.dataplane.registry.snapshot
         index = service_pb2.RepositoryIndexResponse()
-        for name, versions in sorted(snapshot.known_models().items()):
-            for version in sorted(versions):
-                ready = bool(snapshot.candidates(name, version))
-                if msg.ready and not ready:
-                    continue
-                index.models.add(
-                    name=name,
-                    version=version,
-                    state="READY" if ready else "UNAVAILABLE",
-                    reason="" if ready else "no healthy backend serves this version now",
-                )
+        for entry in self.dataplane.repository_index():
+            if msg.ready and not entry.ready:
+                continue
+            index.models.add(
+                name=entry.name,
+                version=entry.version,
+                state="READY" if entry.ready else "UNAVAILABLE",
+                reason="" if entry.ready else "no healthy backend serves this version now",
+            )
         return bytes(index.SerializeToString())
 
     # -- inference ----------------------------------------------------------------------------------

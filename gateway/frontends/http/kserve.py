@@ -39,9 +39,8 @@ from gateway.errors import (
     Unimplemented,
     status_of,
 )
-from gateway.frontends.grpc.statistics import merge_statistics
+from gateway.frontends.statistics import merge_statistics
 from gateway.routing.backend import Backend
-from gateway.routing.registry import Registry, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -61,38 +60,6 @@ _HEADER_LENGTH = "inference-header-content-length"
 _SCAN_LIMIT = 1 << 20
 _SHAPE = re.compile(rb'"inputs"\s*:\s*\[\s*\{[^{]*?"shape"\s*:\s*\[\s*(\d+)')
 _MODEL_VERSION = re.compile(rb'"model_version"\s*:\s*"([^"]*)"')
-
-
-class HttpRoutingView(Registry):
-    """The registry as the HTTP frontend sees it: backends without an ``http_address`` serve nothing.
-
-    Used by a :class:`DataPlane` that shares the gateway's auth, policy, load and recorder, so routing
-    and retry stay the core's; a failed backend is marked in the real registry.
-    """
-
-    def __init__(self, inner: Registry) -> None:  # no super().__init__: all state is the inner one's
-        self._inner = inner
-        self._base: Snapshot | None = None
-        self._view = Snapshot()
-
-    @property
-    def snapshot(self) -> Snapshot:
-        base = self._inner.snapshot
-        if base is not self._base:
-            serving = {
-                model: tuple(i for i in ids if base.backends[i].http_address)
-                for model, ids in base.serving.items()
-            }
-            self._view = Snapshot(backends=base.backends, health=base.health, serving=serving)
-            self._base = base
-        return self._view
-
-    @snapshot.setter
-    def snapshot(self, value: Snapshot) -> None:
-        raise AttributeError("the HTTP routing view is read-only; update the gateway's registry")
-
-    def mark_unreachable(self, backend_id: str, error: str) -> None:
-        self._inner.mark_unreachable(backend_id, error)
 
 
 def error_response(exc: GatewayError) -> Response:
@@ -165,15 +132,7 @@ class KServeHttp:
     def __init__(
         self, dataplane: DataPlane, pool: HttpBackendPool, default_timeout_s: float, max_body_bytes: int
     ) -> None:
-        self.core = dataplane
-        # Same auth, policy, load and recorder; routing sees only backends with an HTTP address.
-        self.dataplane = DataPlane(
-            dataplane.authenticator,
-            dataplane.authorizer,
-            HttpRoutingView(dataplane.registry),
-            dataplane.load,
-            dataplane.recorder,
-        )
+        self.dataplane = dataplane
         self.pool = pool
         self.timeout_s = default_timeout_s
         self.max_body_bytes = max_body_bytes
@@ -187,16 +146,6 @@ class KServeHttp:
         forwarded.append(("x-request-id", request_id))
         ctx = CallContext(h.get("authorization"), request_id, h.get("sonic-job-id"), h.get("sonic-dataset"))
         return ctx, forwarded
-
-    def check_http_capable(self, model: str, version: str) -> None:
-        """A clear answer when facilities serve the model but none of them speaks HTTP."""
-        if self.dataplane.registry.snapshot.candidates(model, version):
-            return
-        if self.core.registry.snapshot.candidates(model, version):
-            raise Unavailable(
-                f"model {model!r} is served only by facilities without an HTTP endpoint; "
-                "use the gateway's gRPC endpoint (tritonclient.grpc) for it"
-            )
 
     async def read_body(self, request: Request) -> bytes:
         """The body, refused with 413 before reading when Content-Length (or the count so far) is too big."""
@@ -232,7 +181,6 @@ class KServeHttp:
             principal = await self.dataplane.authorize_model(ctx, model)
         else:
             ctx, headers, principal = caller
-        self.check_http_capable(model, version)
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + suffix
         if request.url.query:
             path += "?" + request.url.query
@@ -248,7 +196,7 @@ class KServeHttp:
                 client_authorization=ctx.authorization,
             )
 
-        answer, backend = await self.dataplane.forward(model, version, send)
+        answer, backend = await self.dataplane.forward(model, version, send, protocol="http")
         return answer, backend, ctx, principal
 
     # -- endpoints --------------------------------------------------------------------------------
@@ -256,9 +204,8 @@ class KServeHttp:
     async def server_metadata(self, request: Request) -> Response:
         ctx, headers = self.context(request)
         await self.dataplane.authenticate(ctx)
-        healthy = [b for b in self.core.registry.snapshot.healthy_backends() if b.http_address]
-        if healthy:
-            backend = min(healthy, key=lambda b: self.dataplane.load.in_flight(b.id))
+        backend = self.dataplane.least_loaded_healthy("http")
+        if backend is not None:
             try:
                 answer = await self.pool.request(
                     backend,
@@ -289,7 +236,7 @@ class KServeHttp:
         h = request.headers
         ctx, headers = self.context(request)
         principal = await self.dataplane.authorize_model(ctx, model)  # bad tokens: before the body is read
-        self.check_http_capable(model, version)
+        self.dataplane.check_servable(model, version, "http")
         body = await self.read_body(request)
         answer, backend, ctx, principal = await self.model_call(
             request, model, version, "POST", "/infer", body, (ctx, headers, principal)
@@ -312,17 +259,12 @@ class KServeHttp:
         """Statistics merged across the backends (as the gRPC frontend does), in Triton's JSON."""
         ctx, headers = self.context(request)
         principal = await self.dataplane.authenticate(ctx)
-        snapshot = self.dataplane.registry.snapshot
-        if model:
-            self.dataplane.authorizer.authorize_infer(principal, model)
-            self.check_http_capable(model, version)
-            backends = snapshot.candidates(model, version)
-            if not backends:
-                self.dataplane.route(model, version)  # raises the right 404/503
-            path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/stats"
-        else:
-            backends = [b for b in snapshot.healthy_backends() if b.http_address]
-            path = "/v2/models/stats"
+        backends = self.dataplane.statistics_targets(principal, model, version, "http")
+        path = (
+            f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/stats"
+            if model
+            else "/v2/models/stats"
+        )
         plain = [(k, v) for k, v in headers if k != "accept-encoding"]  # merged here: plain JSON wanted
         auth = ctx.authorization
         answers = await asyncio.gather(
@@ -346,17 +288,7 @@ class KServeHttp:
                     return _relay(answer, ctx.request_id)
                 if isinstance(answer, GatewayError):
                     raise answer
-        merged = merge_statistics(good)
-        if not model:
-            allowed = []
-            for stats in merged.model_stats:
-                try:
-                    self.dataplane.authorizer.authorize_infer(principal, stats.name)
-                    allowed.append(stats)
-                except PermissionDenied:
-                    continue
-            del merged.model_stats[:]
-            merged.model_stats.extend(allowed)
+        merged = merge_statistics(good, lambda name: self.dataplane.may_use(principal, name))
         out = MessageToDict(merged, preserving_proto_field_name=True)
         return _json(_numbers(out))
 
@@ -370,17 +302,18 @@ class KServeHttp:
                 ready_only = bool(json.loads(raw).get("ready", False))
             except (ValueError, AttributeError):
                 ready_only = False
-        snapshot = self.dataplane.registry.snapshot
         index = []
-        for name, versions in sorted(snapshot.known_models().items()):
-            for v in sorted(versions):
-                ready = bool(snapshot.candidates(name, v))
-                if ready_only and not ready:
-                    continue
-                entry = {"name": name, "version": v, "state": "READY" if ready else "UNAVAILABLE"}
-                if not ready:
-                    entry["reason"] = "no healthy backend with an HTTP endpoint serves this version now"
-                index.append(entry)
+        for entry in self.dataplane.repository_index("http"):
+            if ready_only and not entry.ready:
+                continue
+            item = {
+                "name": entry.name,
+                "version": entry.version,
+                "state": "READY" if entry.ready else "UNAVAILABLE",
+            }
+            if not entry.ready:
+                item["reason"] = "no healthy backend with an HTTP endpoint serves this version now"
+            index.append(item)
         return _json(index)
 
 

@@ -1,8 +1,11 @@
-"""Merge ModelStatistics answers of several backends into one, as if one server had served it all."""
+"""Merge ModelStatistics answers of several backends into one, as if one server had served it all.
+
+Shared by the gRPC and HTTP frontends (HTTP parses Triton's JSON into the same protos first).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tritonclient.grpc import service_pb2
@@ -46,10 +49,14 @@ def _merge_message(into: Any, other: Any) -> None:
 
 def merge_statistics(
     responses: Iterable[service_pb2.ModelStatisticsResponse],
+    visible: Callable[[str], bool] = lambda model: True,
 ) -> service_pb2.ModelStatisticsResponse:
+    """Sum the counters per (model, version); models ``visible`` refuses are left out."""
     merged: dict[tuple[str, str], Any] = {}
     for response in responses:
         for stats in response.model_stats:
+            if not visible(stats.name):
+                continue
             key = (stats.name, stats.version)
             if key not in merged:
                 merged[key] = service_pb2.ModelStatistics()
