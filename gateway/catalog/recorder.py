@@ -10,7 +10,6 @@ nothing that fits in the buffer. ``stop()`` flushes what is left.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections import deque
@@ -23,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.catalog.models import Usage
+from gateway.core.periodic import Periodic
 from gateway.core.recording import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,7 @@ class BatchedUsageRecorder:
         self.written = 0
         self.failures = 0
         self.engine: Engine | None = None
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Periodic | None = None
         self._failing = False
 
     def record(self, event: UsageEvent) -> None:
@@ -131,8 +130,8 @@ class BatchedUsageRecorder:
                 self.dropped += 1
                 return
             self.buffer.append(event)
-            if self._wake is not None and len(self.buffer) >= self.batch_size:
-                self._wake.set()
+            if self._loop is not None and len(self.buffer) >= self.batch_size:
+                self._loop.wake()
         except Exception:  # pragma: no cover - never raise into the data path
             self.dropped += 1
 
@@ -142,16 +141,8 @@ class BatchedUsageRecorder:
 
     async def start(self, engine: Engine) -> None:
         self.engine = engine
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="usage-recorder")
-
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            self._wake.clear()
-            await self.flush()
+        self._loop = Periodic(self.flush, self.interval_s, "usage-recorder")
+        self._loop.start()
 
     async def flush(self) -> int:
         """Write everything buffered now (in batches); returns events written. Never raises."""
@@ -179,11 +170,9 @@ class BatchedUsageRecorder:
         return total
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
         await self.flush()
         if self.buffer:
             log.warning("%d usage events could not be written at shutdown", len(self.buffer))

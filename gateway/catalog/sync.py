@@ -8,7 +8,6 @@ from the event loop's thread (the health monitor writes it there too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -17,6 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.catalog import models as m
+from gateway.core.periodic import Periodic
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 
@@ -53,7 +53,7 @@ class CatalogSync:
         self.interval_s = interval_s
         self.engine: Engine | None = None
         self.current: tuple[Backend, ...] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.refresh, interval_s, "catalog-sync")
         self._failing = False
 
     def apply(self, catalog: Sequence[Backend]) -> bool:
@@ -94,16 +94,7 @@ class CatalogSync:
     async def start(self, engine: Engine) -> None:
         self.engine = engine
         await self.refresh()
-        self._task = asyncio.create_task(self._run(), name="catalog-sync")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.refresh()
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()

@@ -6,10 +6,10 @@ Fail-closed for routing: a backend that does not answer a probe gets no traffic 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
+from gateway.core.periodic import Periodic
 from gateway.errors import GatewayError
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
@@ -29,7 +29,7 @@ class HealthMonitor:
         self.prober = prober
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.probe_all, interval_s, "health-monitor")
 
     async def probe(self, backend: Backend) -> None:
         try:
@@ -54,18 +54,9 @@ class HealthMonitor:
         backends = list(self.registry.snapshot.backends.values())
         await asyncio.gather(*(self.probe(b) for b in backends))
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.probe_all()
-
     async def start(self) -> None:
         await self.probe_all()
-        self._task = asyncio.create_task(self._run(), name="health-monitor")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
