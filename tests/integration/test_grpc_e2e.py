@@ -12,20 +12,11 @@ from google.protobuf.json_format import MessageToDict
 
 from gateway.app import Gateway
 from gateway.triton.launcher import TritonServer
+from tests.support.patches import sparse_patches
 
 pytestmark = pytest.mark.triton
 
 MODEL = "emtrack_michel"
-
-
-def _patches(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, 48, 48, 1), np.float32)
-    # sparse, hit-like: a few charged pixels around the centre of each patch
-    idx = rng.integers(18, 30, size=(n, 40, 2))
-    for i in range(n):
-        x[i, idx[i, :, 0], idx[i, :, 1], 0] = rng.exponential(50.0, size=40)
-    return x
 
 
 def _inputs(x: np.ndarray) -> list[tc.InferInput]:
@@ -68,7 +59,7 @@ async def test_server_and_model_metadata_and_config_match_direct(clients: Any) -
 @pytest.mark.parametrize("batch", [1, 235, 1693])
 async def test_inference_matches_direct(clients: Any, batch: int) -> None:
     via, direct = clients
-    x = _patches(batch, seed=batch)
+    x = sparse_patches(batch, seed=batch)
     got = await via.infer(MODEL, _inputs(x))
     want = await direct.infer(MODEL, _inputs(x))
     for name in ("em_trk_none_netout", "michel_netout"):
@@ -80,7 +71,7 @@ async def test_inference_matches_direct(clients: Any, batch: int) -> None:
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 async def test_compressed_requests_work(clients: Any, algorithm: str) -> None:
     via, direct = clients
-    x = _patches(235, seed=3)
+    x = sparse_patches(235, seed=3)
     got = await via.infer(MODEL, _inputs(x), compression_algorithm=algorithm)
     want = await direct.infer(MODEL, _inputs(x))
     np.testing.assert_allclose(got.as_numpy("michel_netout"), want.as_numpy("michel_netout"), rtol=1e-5)
@@ -90,7 +81,7 @@ async def test_requests_are_shared_across_facilities_and_statistics_add_up(
     gateway: Gateway, clients: Any
 ) -> None:
     via, _ = clients
-    x = _patches(4, seed=1)
+    x = sparse_patches(4, seed=1)
     before = MessageToDict(await via.get_inference_statistics("identity_fp32"))
     count_before = int(before["modelStats"][0].get("inferenceCount", 0))
     inp = tc.InferInput("INPUT0", list(x.shape), "FP32")
@@ -106,7 +97,7 @@ async def test_requests_are_shared_across_facilities_and_statistics_add_up(
 
 async def test_streaming_inference(clients: Any) -> None:
     via, direct = clients
-    x = _patches(8, seed=5)
+    x = sparse_patches(8, seed=5)
     want = await direct.infer(MODEL, _inputs(x))
 
     async def requests() -> Any:

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.app import Gateway
 from gateway.triton.launcher import TritonServer
+from tests.support.patches import sparse_patches
 
 pytestmark = [
     pytest.mark.triton,
@@ -24,15 +25,6 @@ pytestmark = [
 
 MODEL = "emtrack_michel"
 OUTPUTS = ("em_trk_none_netout", "michel_netout")
-
-
-def _patches(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, 48, 48, 1), np.float32)
-    idx = rng.integers(18, 30, size=(n, 40, 2))
-    for i in range(n):
-        x[i, idx[i, :, 0], idx[i, :, 1], 0] = rng.exponential(50.0, size=40)
-    return x
 
 
 def _inputs(x: np.ndarray, binary: bool = True, name: str = "main_input") -> list[th.InferInput]:
@@ -73,7 +65,7 @@ async def test_health_metadata_config_ready_match_direct(clients: Any) -> None:
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 async def test_infer_binary_and_json_equal_direct(clients: Any, binary: bool) -> None:
     via, direct = clients
-    x = _patches(5)
+    x = sparse_patches(5)
     a = await via.infer(MODEL, _inputs(x, binary), outputs=_outputs(binary))
     b = await direct.infer(MODEL, _inputs(x, binary), outputs=_outputs(binary))
     for name in OUTPUTS:
@@ -113,7 +105,7 @@ async def test_compressed_response_is_passed_through_undecoded(gateway: Gateway)
 @pytest.mark.parametrize("n", [1, 235, 1693])
 async def test_batches_equal_direct_and_are_recorded(clients: Any, gateway: Gateway, n: int) -> None:
     via, direct = clients
-    x = _patches(n, seed=n)
+    x = sparse_patches(n, seed=n)
     a = await via.infer(MODEL, _inputs(x), outputs=_outputs(), headers={"sonic-job-id": "job-7"})
     b = await direct.infer(MODEL, _inputs(x), outputs=_outputs())
     for name in OUTPUTS:
@@ -126,7 +118,7 @@ async def test_batches_equal_direct_and_are_recorded(clients: Any, gateway: Gate
 async def test_unknown_model_is_404_naming_it(gateway: Gateway, clients: Any) -> None:
     via, _ = clients
     with pytest.raises(InferenceServerException) as err:
-        await via.infer("no_such_model", _inputs(_patches(1)))
+        await via.infer("no_such_model", _inputs(sparse_patches(1)))
     assert "no_such_model" in err.value.message()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as c:
         r = await c.get("/v2/models/no_such_model")
@@ -136,7 +128,7 @@ async def test_unknown_model_is_404_naming_it(gateway: Gateway, clients: Any) ->
 
 async def test_statistics_merged_across_backends(clients: Any) -> None:
     via, _ = clients
-    await via.infer(MODEL, _inputs(_patches(2)), outputs=_outputs())
+    await via.infer(MODEL, _inputs(sparse_patches(2)), outputs=_outputs())
     stats = await via.get_inference_statistics(MODEL)
     assert [s["name"] for s in stats["model_stats"]] == [MODEL]
     assert stats["model_stats"][0]["inference_count"] >= 2
@@ -151,7 +143,7 @@ async def test_sync_tritonclient_http_works_unmodified(gateway: Gateway) -> None
             assert client.is_server_ready()
             assert client.get_model_metadata(MODEL)["name"] == MODEL
             inp = tsync.InferInput("main_input", [3, 48, 48, 1], "FP32")
-            inp.set_data_from_numpy(_patches(3))
+            inp.set_data_from_numpy(sparse_patches(3))
             result = client.infer(
                 MODEL, [inp], request_compression_algorithm="gzip", response_compression_algorithm="deflate"
             )
