@@ -115,22 +115,23 @@ class _Sync(Protocol):
 
 
 class _Base:
+    # The one constructor of Client and AsyncClient; each opens its own kind of transport.
     def __init__(
         self,
-        url: str | None,
+        url: str | None = None,
         *,
-        protocol: Protocol_ | None,
-        token: str | TokenProvider | None,
-        job_id: str | None,
-        dataset: str | None,
-        batch_size: int | None,
-        concurrency: int,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        compression: Compression,
-        compression_min_ratio: float,
-        headers: Mapping[str, str] | None,
-        root_certificates: str | None,
+        protocol: Protocol_ | None = None,
+        token: str | TokenProvider | None = None,
+        job_id: str | None = None,
+        dataset: str | None = None,
+        batch_size: int | None = None,
+        concurrency: int = 4,
+        timeout: float | None = 60.0,
+        retry: RetryPolicy | None = None,
+        compression: Compression = None,
+        compression_min_ratio: float = 4.0,
+        headers: Mapping[str, str] | None = None,
+        root_certificates: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -152,6 +153,10 @@ class _Base:
         self._auto_gzip: dict[str, bool] = {}
         self._input_names: dict[tuple[str, str], str] = {}
         self._rng = random.Random()  # noqa: S311 (backoff jitter)
+        self._open_transport()
+
+    def _open_transport(self) -> None:
+        raise NotImplementedError
 
     # -- request pieces shared by sync and async -------------------------------------------------
     def _headers(self, token: str, request_id: str, job_id: str | None,
@@ -201,34 +206,13 @@ class Client(_Base):
     the client is thread-safe. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        protocol: Protocol_ | None = None,
-        token: str | TokenProvider | None = None,
-        job_id: str | None = None,
-        dataset: str | None = None,
-        batch_size: int | None = None,
-        concurrency: int = 4,
-        timeout: float | None = 60.0,
-        retry: RetryPolicy | None = None,
-        compression: Compression = None,
-        compression_min_ratio: float = 4.0,
-        headers: Mapping[str, str] | None = None,
-        root_certificates: str | None = None,
-    ) -> None:
-        super().__init__(url, protocol=protocol, token=token, job_id=job_id, dataset=dataset,
-                         batch_size=batch_size, concurrency=concurrency, timeout=timeout,
-                         retry=retry, compression=compression,
-                         compression_min_ratio=compression_min_ratio, headers=headers,
-                         root_certificates=root_certificates)
+    def _open_transport(self) -> None:
         self._transport: _Sync
         if self.protocol == "grpc":
             self._transport = GrpcTransport(self.target, ssl=self.tls,
-                                            root_certificates=root_certificates)
+                                            root_certificates=self._root_certificates)
         else:
-            self._transport = HttpTransport(self.target, verify=root_certificates or True)
+            self._transport = HttpTransport(self.target, verify=self._root_certificates or True)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -409,34 +393,13 @@ class AsyncClient(_Base):
     refresh does not block the loop. Use ``async with`` or ``await client.close()``.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        protocol: Protocol_ | None = None,
-        token: str | TokenProvider | None = None,
-        job_id: str | None = None,
-        dataset: str | None = None,
-        batch_size: int | None = None,
-        concurrency: int = 4,
-        timeout: float | None = 60.0,
-        retry: RetryPolicy | None = None,
-        compression: Compression = None,
-        compression_min_ratio: float = 4.0,
-        headers: Mapping[str, str] | None = None,
-        root_certificates: str | None = None,
-    ) -> None:
-        super().__init__(url, protocol=protocol, token=token, job_id=job_id, dataset=dataset,
-                         batch_size=batch_size, concurrency=concurrency, timeout=timeout,
-                         retry=retry, compression=compression,
-                         compression_min_ratio=compression_min_ratio, headers=headers,
-                         root_certificates=root_certificates)
+    def _open_transport(self) -> None:
         self._transport: _Async
         if self.protocol == "grpc":
             self._transport = AsyncGrpcTransport(self.target, ssl=self.tls,
-                                                 root_certificates=root_certificates)
+                                                 root_certificates=self._root_certificates)
         else:
-            self._transport = AsyncHttpTransport(self.target, verify=root_certificates or True)
+            self._transport = AsyncHttpTransport(self.target, verify=self._root_certificates or True)
 
     async def close(self) -> None:
         await self._transport.close()
