@@ -82,15 +82,14 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.metrics_registry = metrics_registry or REGISTRY
-        self.registry = Registry(static_backends(settings))
+        static = static_backends(settings)
+        self.registry = Registry(static)
         self.load = InMemoryLoadState()
         self.recorder: UsageRecorder = recorder or InMemoryRecorder()
         # The catalog (engine opened in start): admin API sessions, catalog backends for the router,
         # and the usage writer when the recorder is the batched database one (as in serve()).
         batched = self.recorder if isinstance(self.recorder, BatchedUsageRecorder) else None
-        self.catalog = Catalog(
-            settings.database_url, self.registry, static_backends(settings), recorder=batched
-        )
+        self.catalog = Catalog(settings.database_url, self.registry, static, recorder=batched)
         if authenticator is None or authorizer is None:
             authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
         self.authenticator = authenticator
