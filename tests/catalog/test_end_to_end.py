@@ -47,7 +47,9 @@ async def test_register_infer_and_look_up_provenance(migrated_engine: Engine, db
             usage: list[dict[str, object]] = []
             for _ in range(250):
                 usage = (await http.get("/api/v1/usage?job_id=reco-42", headers=READER)).json()["items"]
-                if usage:
+                # The recorder flushes every 50 ms, so the first flush may hold only part of
+                # the three requests: wait for the row to be complete, not merely present.
+                if usage and usage[0]["n_requests"] == 3:
                     break
                 await asyncio.sleep(0.02)
             [row] = usage
