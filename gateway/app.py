@@ -21,17 +21,26 @@ from gateway.auth.outbound import BackendCredentials, OutboundCredentials
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.backends.http_pool import HttpBackendPool
 from gateway.catalog.recorder import BatchedUsageRecorder
-from gateway.catalog.service import Catalog
+from gateway.catalog.service import Catalog, default_recorder
 from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
 from gateway.core.identity import Authenticator, Authorizer
-from gateway.core.recording import InMemoryRecorder, UsageRecorder
+from gateway.core.recording import UsageRecorder
 from gateway.frontends.grpc.service import InferenceService
 from gateway.frontends.http.app import create_http_app
+from gateway.limits.limiter import RateLimiter
+from gateway.observability.backends import backend_state_collector
+from gateway.observability.metrics import gateway_metrics
+from gateway.observability.multiprocess import exposition_registry
+from gateway.observability.observer import InferenceObserver
+from gateway.observability.provenance import ProvenanceMetrics
 from gateway.routing.backend import Backend
+from gateway.routing.circuit import CircuitBreaker
 from gateway.routing.health import HealthMonitor
+from gateway.routing.probes import GrpcProber
+from gateway.routing.queues import BackendQueues
 from gateway.routing.registry import Registry
-from gateway.state.memory import InMemoryLoadState
+from gateway.state import SharedState, build_state
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,9 @@ def _listen_socket(address: str) -> socket.socket:
     """A bound TCP socket with SO_REUSEPORT, so ``--workers N`` processes share one port."""
     host, port = parse_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto
+    # says TCP; with proto 0 every response waited ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
@@ -84,8 +95,13 @@ class Gateway:
         self.metrics_registry = metrics_registry or REGISTRY
         static = static_backends(settings)
         self.registry = Registry(static)
-        self.load = InMemoryLoadState()
-        self.recorder: UsageRecorder = recorder or InMemoryRecorder()
+        self.load: SharedState = build_state(
+            settings.redis_url,
+            prefix=settings.state.key_prefix,
+            sync_interval_s=settings.state.sync_interval_s,
+            metrics_registry=self.metrics_registry,
+        )
+        self.recorder: UsageRecorder = recorder or default_recorder(settings)
         # The catalog (engine opened in start): admin API sessions, catalog backends for the router,
         # and the usage writer when the recorder is the batched database one (as in serve()).
         batched = self.recorder if isinstance(self.recorder, BatchedUsageRecorder) else None
@@ -103,10 +119,44 @@ class Gateway:
         )
         self.pool = GrpcBackendPool(settings.routing.max_message_bytes, self.credentials)
         self.http_pool = HttpBackendPool(self.credentials)  # client opened in start(), closed in stop()
-        self.dataplane = DataPlane(authenticator, authorizer, self.registry, self.load, self.recorder)
-        self.health = HealthMonitor(
-            self.registry, self.pool, settings.routing.health_interval_s, settings.routing.probe_timeout_s
+        routing = settings.routing
+        self.queues = BackendQueues(self.registry, routing.queue_scrape_interval_s, routing.probe_timeout_s)
+        self.breaker = CircuitBreaker(
+            self.load,
+            routing.circuit_failure_threshold,
+            routing.circuit_base_ejection_s,
+            routing.circuit_max_ejection_s,
         )
+        metrics = gateway_metrics(self.metrics_registry)
+        observer = InferenceObserver(metrics, self.registry, access_log=settings.access_log)
+        self.dataplane = DataPlane(
+            authenticator,
+            authorizer,
+            self.registry,
+            self.load,
+            self.recorder,
+            queues=self.queues,
+            breaker=self.breaker,
+            limiter=RateLimiter(settings.limits, self.load),
+            observer=observer,
+        )
+        if batched is not None:
+            batched.observer = ProvenanceMetrics(metrics)
+        # What GET /metrics serves (all workers' values merged under --workers N).
+        self.metrics_exposition = exposition_registry(
+            self.metrics_registry,
+            [backend_state_collector(self.metrics_registry, self.registry, self.breaker.ejected)],
+        )
+        self.health = HealthMonitor(
+            self.registry,
+            GrpcProber(self.pool),
+            routing.health_interval_s,
+            routing.probe_timeout_s,
+            max_backoff_s=routing.health_max_backoff_s,
+            on_healthy=self.breaker.probe_succeeded,
+        )
+        # The catalog's consistency check probes through the pool; its model groups feed the policy.
+        self.catalog.attach(settings, self.pool, authorizer, self.metrics_registry)
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -114,9 +164,11 @@ class Gateway:
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.load.start()  # Redis unreachable is not fatal: load state fails open
         await self.catalog.start()
         await self.http_pool.start()
         await self.health.start()
+        await self.queues.start()
         max_bytes = self.settings.routing.max_message_bytes
         self.grpc_server = grpc.aio.server(
             options=[
@@ -165,6 +217,8 @@ class Gateway:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace_s)
         await self.health.stop()
+        await self.queues.stop()
+        await self.load.close()
         await self.catalog.stop()  # flushes the usage buffer
         await self.pool.close()
         await self.http_pool.close()

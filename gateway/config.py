@@ -254,6 +254,54 @@ class RoutingSettings(BaseModel):
     max_message_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     # Largest KServe v2 REST request body (HTTP 413 above it; checked before the body is read).
     max_http_body_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Dead backends are probed less often: the interval doubles per failed probe, up to this.
+    health_max_backoff_s: float = Field(default=30.0, gt=0)
+    # Triton's own queue (nv_inference_pending_request_count) is scraped from each metrics address.
+    queue_scrape_interval_s: float = Field(default=1.0, gt=0)
+    # Circuit breaker: consecutive failures that eject a backend, first ejection, longest ejection.
+    circuit_failure_threshold: int = Field(default=3, ge=1)
+    circuit_base_ejection_s: float = Field(default=1.0, gt=0)
+    circuit_max_ejection_s: float = Field(default=60.0, gt=0)
+
+
+class RateSettings(BaseModel):
+    """Token-bucket rates; an unset rate is no limit. The bucket holds ``rate * burst_s`` tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inferences_per_s: float | None = Field(default=None, gt=0)
+    bytes_per_s: float | None = Field(default=None, gt=0)
+    burst_s: float = Field(default=1.0, gt=0)
+
+
+class LimitSettings(BaseModel):
+    """Rate limits: each subject's own buckets, and one shared bucket per listed group.
+
+    A request is charged to its subject's buckets (``subjects[subject]`` or else ``default``) and
+    to the bucket of every group in ``groups`` the caller belongs to; all must have room.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: RateSettings = Field(default_factory=RateSettings)
+    subjects: dict[str, RateSettings] = Field(default_factory=dict)
+    groups: dict[str, RateSettings] = Field(default_factory=dict)
+
+
+class StateSettings(BaseModel):
+    """State shared by gateway processes (load, circuits, rate buckets): Redis when redis_url is set."""
+
+    # One hash tag: every key of a gateway lands in one Redis Cluster slot (the Lua scripts need it).
+    key_prefix: str = "{sonic}:"
+    # How often each process publishes its in-flight counts and reads the others' (their staleness).
+    sync_interval_s: float = Field(default=0.1, gt=0, le=10)
+
+
+class CatalogSettings(BaseModel):
+    # How often each replica re-reads the catalog's backends and model groups (admin writes act at once).
+    refresh_s: float = Field(default=5.0, gt=0)
+    # How often backends' models are compared with the catalog (also right after catalog writes).
+    consistency_interval_s: float = Field(default=15.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -267,7 +315,13 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     backends: list[BackendSettings] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     log_level: str = "INFO"
+    # auto: JSON lines when stderr is not a terminal, plain text on one; json/text force either.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    access_log: bool = True  # one INFO line per inference on the "gateway.access" logger
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:

@@ -10,6 +10,8 @@ import signal
 
 from gateway.app import serve
 from gateway.config import Settings
+from gateway.observability import multiprocess
+from gateway.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,19 @@ def _run_one(settings: Settings) -> None:
 def _child(data: dict[str, object]) -> None:
     # Settings travel as plain data: the class built for a config file cannot be pickled.
     settings = Settings.model_validate(data)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     _run_one(settings)
 
 
 def run_workers(settings: Settings, workers: int) -> int:
     if workers < 1:
         raise ValueError("--workers must be at least 1")
+    configure_logging(settings.log_level, settings.log_format)
     if workers == 1:
         _run_one(settings)
         return 0
     ctx = multiprocessing.get_context("spawn")
+    multiprocess.enable_for_workers()  # before any worker starts: they read it when they import
     procs = [
         ctx.Process(target=_child, args=(settings.model_dump(mode="json"),), name=f"gateway-{i}")
         for i in range(workers)

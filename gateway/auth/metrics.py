@@ -7,24 +7,19 @@ otherwise (a fixed vocabulary in this package).
 
 from __future__ import annotations
 
-import weakref
+from prometheus_client import CollectorRegistry, Counter
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from gateway.observability.registries import once_per_registry
 
 UNKNOWN_ISSUER = "unknown"
-_COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
 
-def token_validations(registry: CollectorRegistry | None = None) -> Counter:
+@once_per_registry
+def token_validations(registry: CollectorRegistry) -> Counter:
     """The counter in ``registry`` (default: the global one), created once per registry."""
-    chosen = REGISTRY if registry is None else registry
-    counter = _COUNTERS.get(chosen)
-    if counter is None:
-        counter = Counter(
-            "sonic_gateway_token_validations",
-            "Bearer tokens accepted and rejected, by issuer and reason",
-            ["issuer", "outcome", "reason"],
-            registry=chosen,
-        )
-        _COUNTERS[chosen] = counter
-    return counter
+    return Counter(
+        "sonic_gateway_token_validations",
+        "Bearer tokens accepted and rejected, by issuer and reason",
+        ["issuer", "outcome", "reason"],
+        registry=registry,
+    )

@@ -41,6 +41,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # The data plane retries once itself (elsewhere, and only what never arrived); grpc-core's
+        # own retries would also keep a copy of every request for a retry it never makes.
+        ("grpc.enable_retries", 0),
     ]
 
 
@@ -89,9 +92,10 @@ class GrpcBackendPool:
         client_authorization: str | None = None,
     ) -> bytes:
         """Send ``payload`` to ``backend``; a facility that requires its own credential gets it."""
-        credential = await self.credentials.authorization_for(backend.id, client_authorization)
-        if credential is not None:
-            metadata = [*metadata, ("authorization", credential)]
+        if self.credentials.providers:  # most facilities need no credential: no await per call
+            credential = await self.credentials.authorization_for(backend.id, client_authorization)
+            if credential is not None:
+                metadata = [*metadata, ("authorization", credential)]
         try:
             response: bytes = await self._method(backend, name)(
                 payload, metadata=metadata or None, timeout=timeout

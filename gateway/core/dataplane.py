@@ -7,22 +7,37 @@ decides something lives here, once.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
+from prometheus_client import CollectorRegistry
+
 from gateway.core.identity import Authenticator, Authorizer, Principal
 from gateway.core.recording import UsageEvent, UsageRecorder
-from gateway.errors import BackendUnreachable, ModelNotFound, PermissionDenied, Unavailable
+from gateway.errors import (
+    BackendError,
+    BackendUnreachable,
+    DeadlineExceeded,
+    ModelNotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from gateway.limits.limiter import RateLimiter
+from gateway.observability.metrics import gateway_metrics
+from gateway.observability.observer import InferenceObserver, InferenceSpan
 from gateway.routing.backend import Backend, Protocol
-from gateway.routing.balancer import choose_least_loaded
+from gateway.routing.balancer import LoadSignal, QueueView, choose_least_loaded
+from gateway.routing.circuit import CircuitBreaker
 from gateway.routing.registry import Registry
-from gateway.state.memory import InMemoryLoadState
+from gateway.state.base import SharedState
 
 T = TypeVar("T")
 
-# A request that never reached a backend is retried once elsewhere; one that may have executed is not.
+# A failed request is sent at most once more, elsewhere: never retried twice.
 MAX_ATTEMPTS = 2
 
 
@@ -49,9 +64,14 @@ class DataPlane:
         authenticator: Authenticator,
         authorizer: Authorizer,
         registry: Registry,
-        load: InMemoryLoadState,
+        load: SharedState,
         recorder: UsageRecorder,
         rng: random.Random | None = None,
+        *,
+        queues: QueueView | None = None,
+        breaker: CircuitBreaker | None = None,
+        limiter: RateLimiter | None = None,
+        observer: InferenceObserver | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.authorizer = authorizer
@@ -59,12 +79,26 @@ class DataPlane:
         self.load = load
         self.recorder = recorder
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not cryptography
+        self.signal = LoadSignal(load, queues)
+        self.breaker = breaker or CircuitBreaker(load)
+        self.limiter = limiter
+        # Frontends record each inference through it (metrics, access log); unexposed by default.
+        self.observer = observer or InferenceObserver(gateway_metrics(CollectorRegistry()), registry)
+
+    async def admit(self, principal: Principal, inferences: int, nbytes: int) -> None:
+        """Rate limits and quotas: raise ResourceExhausted (with retry-after) when over them."""
+        if self.limiter is not None:
+            await self.limiter.admit(principal, inferences, nbytes)
 
     async def authenticate(self, ctx: CallContext) -> Principal:
         return await self.authenticator.authenticate(ctx.authorization)
 
-    async def authorize_model(self, ctx: CallContext, model: str) -> Principal:
+    async def authorize_model(
+        self, ctx: CallContext, model: str, span: InferenceSpan | None = None
+    ) -> Principal:
         principal = await self.authenticator.authenticate(ctx.authorization)
+        if span is not None:
+            span.caller(principal)  # before the policy check: a denial is counted by issuer
         self.authorizer.authorize_infer(principal, model)
         return principal
 
@@ -73,12 +107,11 @@ class DataPlane:
     ) -> Backend:
         """The least-loaded healthy backend serving ``model[:version]`` over ``protocol``."""
         candidates = self.registry.snapshot.candidates(model, version, protocol)
-        if exclude:
-            skip = set(exclude)
-            candidates = [b for b in candidates if b.id not in skip]
+        skip = set(exclude)
+        candidates = [b for b in candidates if b.id not in skip and self.breaker.available(b.id)]
         if not candidates:
             self._unroutable(model, version, protocol)
-        return choose_least_loaded(candidates, self.load, self._rng)
+        return choose_least_loaded(candidates, self.signal, self._rng)
 
     def check_servable(self, model: str, version: str = "", protocol: Protocol = "grpc") -> None:
         """Raise what :meth:`route` would when nothing can serve, without choosing a backend."""
@@ -104,7 +137,7 @@ class DataPlane:
     def least_loaded_healthy(self, protocol: Protocol = "grpc") -> Backend | None:
         """Any healthy backend (for server-level calls such as server metadata), least loaded first."""
         healthy = self.registry.snapshot.healthy_backends(protocol)
-        return min(healthy, key=lambda b: self.load.in_flight(b.id)) if healthy else None
+        return min(healthy, key=self.signal) if healthy else None
 
     def may_use(self, principal: Principal, model: str) -> bool:
         try:
@@ -149,18 +182,56 @@ class DataPlane:
         version: str,
         send: Callable[[Backend], Awaitable[T]],
         protocol: Protocol = "grpc",
+        deadline: float | None = None,
     ) -> tuple[T, Backend]:
+        """Send to the least-loaded backend; retry elsewhere only what never reached a backend.
+
+        ``deadline`` (``time.monotonic()``) bounds the failover: no retry starts after it, and a
+        retry is cut off by it.
+        """
         tried: list[str] = []
         while True:
             backend = self.route(model, version, tried, protocol)
+            breaker = self.breaker
+            breaker.dispatched(backend.id)
             self.load.acquire(backend.id)
             try:
-                return await send(backend), backend
-            except BackendUnreachable as exc:
-                self.registry.mark_unreachable(backend.id, exc.message)
+                if tried and deadline is not None:
+                    result = await asyncio.wait_for(send(backend), deadline - time.monotonic())
+                else:
+                    result = await send(backend)
+            except (BackendUnreachable, BackendError) as exc:
+                if isinstance(exc, BackendError) and exc.grpc_code != "UNAVAILABLE":
+                    breaker.succeeded(backend.id)  # it answered: the backend is up
+                    raise
+                if isinstance(exc, BackendUnreachable):
+                    self.registry.mark_unreachable(backend.id, exc.message)
+                breaker.failed(backend.id, exc.message)
+                # UNAVAILABLE also covers a backend that died with the request in flight (it may
+                # have run it): inference is stateless, so it is sent once more, never twice.
                 tried.append(backend.id)
                 if len(tried) >= MAX_ATTEMPTS:
                     raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded(
+                        f"{exc.message}; the request's deadline ran out before it could be retried"
+                    ) from exc
+            except TimeoutError as exc:
+                breaker.finished(backend.id)
+                raise DeadlineExceeded(
+                    f"backend {backend.id} did not answer within the request's deadline"
+                ) from exc
+            except BaseException:
+                breaker.finished(backend.id)
+                raise
+            else:
+                # An HTTP backend's 503 arrives as an answer, not an exception (duck-typed: the core
+                # does not import the HTTP pool).
+                if getattr(result, "status", None) == 503:
+                    breaker.failed(backend.id, "answered 503")
+                else:
+                    breaker.succeeded(backend.id)
+                return result, backend
             finally:
                 self.load.release(backend.id)
 

@@ -1,16 +1,20 @@
-"""Active health checks: each backend's readiness and the models it serves, on an interval.
+"""Active health checks: ServerReady, the models each backend lists, and ModelReady for each of them.
 
-Fail-closed for routing: a backend that does not answer a probe gets no traffic until it does.
+Fail-closed for routing: a backend that does not answer a probe gets no traffic until it does. A
+backend that keeps failing is probed less and less often (the interval doubles per failure, up to
+``max_backoff_s``), so dead facilities do not cost a probe storm; one good answer resets it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from gateway.core.periodic import Periodic
-from gateway.errors import GatewayError
+from gateway.errors import BackendError, GatewayError
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 
@@ -23,23 +27,56 @@ class Prober(Protocol):
     async def ready_models(self, backend: Backend, timeout: float) -> dict[str, frozenset[str]]: ...
 
 
+class ModelProber(Prober, Protocol):
+    async def model_ready(self, backend: Backend, model: str, version: str, timeout: float) -> bool: ...
+
+
 class HealthMonitor:
-    def __init__(self, registry: Registry, prober: Prober, interval_s: float, timeout_s: float) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        prober: Prober,
+        interval_s: float,
+        timeout_s: float,
+        max_backoff_s: float | None = None,
+        on_healthy: Callable[[str], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.prober = prober
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self.max_backoff_s = max(interval_s, max_backoff_s if max_backoff_s is not None else 30.0)
+        self.on_healthy = on_healthy
+        self._failures: dict[str, int] = {}
+        self._next_probe: dict[str, float] = {}
         self._loop = Periodic(self.probe_all, interval_s, "health-monitor")
+
+    async def _models(self, backend: Backend) -> dict[str, frozenset[str]]:
+        listed = await self.prober.ready_models(backend, self.timeout_s)
+        model_ready = getattr(self.prober, "model_ready", None)
+        if model_ready is None:
+            return listed
+        pairs = [(name, version) for name, versions in listed.items() for version in versions]
+        answers = await asyncio.gather(
+            *(model_ready(backend, name, version, self.timeout_s) for name, version in pairs),
+            return_exceptions=True,
+        )
+        ready: dict[str, set[str]] = {}
+        for (name, version), answer in zip(pairs, answers, strict=True):
+            # A server without ModelReady (not Triton, but KServe-like) is trusted on its index.
+            unimplemented = isinstance(answer, BackendError) and answer.grpc_code == "UNIMPLEMENTED"
+            if answer is True or unimplemented:
+                ready.setdefault(name, set()).add(version)
+            elif isinstance(answer, BaseException) and not isinstance(answer, GatewayError | TimeoutError):
+                raise answer
+        return {name: frozenset(v) for name, v in ready.items()}
 
     async def probe(self, backend: Backend) -> None:
         try:
             ready = await asyncio.wait_for(self.prober.server_ready(backend, self.timeout_s), self.timeout_s)
-            models = (
-                await asyncio.wait_for(self.prober.ready_models(backend, self.timeout_s), self.timeout_s)
-                if ready
-                else None
-            )
+            models = await asyncio.wait_for(self._models(backend), 2 * self.timeout_s) if ready else None
         except (GatewayError, TimeoutError) as exc:
+            self._backoff(backend.id)
             was = self.registry.snapshot.health.get(backend.id)
             if was is not None and was.healthy:
                 log.warning("backend %s failed its health check: %s", backend.id, exc)
@@ -48,10 +85,32 @@ class HealthMonitor:
         was = self.registry.snapshot.health.get(backend.id)
         if was is not None and not was.healthy and ready:
             log.info("backend %s is healthy, serving %s", backend.id, ", ".join(sorted(models or {})))
+        if ready:
+            self._failures.pop(backend.id, None)
+            self._next_probe.pop(backend.id, None)
+            if self.on_healthy is not None:
+                self.on_healthy(backend.id)
+        else:
+            self._backoff(backend.id)
         self.registry.update_health(backend.id, ready, models, "" if ready else "server not ready")
 
+    def _backoff(self, backend_id: str) -> None:
+        failures = self._failures.get(backend_id, 0) + 1
+        self._failures[backend_id] = failures
+        delay = min(self.max_backoff_s, self.interval_s * 2 ** min(failures, 30))
+        self._next_probe[backend_id] = time.monotonic() + delay - self.interval_s / 2
+
+    def next_probe_in(self, backend_id: str) -> float:
+        """Seconds until ``backend_id`` is probed again (0: at the next round)."""
+        return max(0.0, self._next_probe.get(backend_id, 0.0) - time.monotonic())
+
     async def probe_all(self) -> None:
-        backends = list(self.registry.snapshot.backends.values())
+        now = time.monotonic()
+        backends = [
+            b
+            for b in self.registry.snapshot.backends.values()
+            if self._next_probe.get(b.id, 0.0) <= now
+        ]
         await asyncio.gather(*(self.probe(b) for b in backends))
 
     async def start(self) -> None:

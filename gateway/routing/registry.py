@@ -19,6 +19,8 @@ class Snapshot:
     health: dict[str, BackendHealth] = field(default_factory=dict)
     # model name -> ids of healthy, non-draining backends serving it (any version)
     serving: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # (backend id, model) pairs taken out of routing for that model only (the catalog's consistency check)
+    excluded: frozenset[tuple[str, str]] = frozenset()
 
     def candidates(self, model: str, version: str = "", protocol: Protocol = "grpc") -> list[Backend]:
         """Healthy, non-draining backends serving ``model[:version]`` that speak ``protocol``."""
@@ -78,18 +80,36 @@ class Registry:
         )
         self._publish(old.backends, health)
 
+    def set_excluded(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Route ``model`` to none of the ``(backend id, model)`` pairs; other models are unaffected."""
+        old = self.snapshot
+        excluded = frozenset(pairs)
+        if excluded != old.excluded:
+            self._publish(old.backends, old.health, excluded)
+
     def mark_unreachable(self, backend_id: str, error: str) -> None:
         """Passive health: a failed connection takes the backend out until the next good probe."""
         self.update_health(backend_id, False, None, error)
 
-    def _publish(self, backends: dict[str, Backend], health: dict[str, BackendHealth]) -> None:
+    def _publish(
+        self,
+        backends: dict[str, Backend],
+        health: dict[str, BackendHealth],
+        excluded: frozenset[tuple[str, str]] | None = None,
+    ) -> None:
+        if excluded is None:
+            excluded = self.snapshot.excluded
         serving: dict[str, list[str]] = {}
         for backend_id, backend in backends.items():
             state = health[backend_id]
             if not state.healthy or backend.draining:
                 continue
             for model in state.models:
-                serving.setdefault(model, []).append(backend_id)
+                if (backend_id, model) not in excluded:
+                    serving.setdefault(model, []).append(backend_id)
         self.snapshot = Snapshot(
-            backends=backends, health=health, serving={m: tuple(ids) for m, ids in serving.items()}
+            backends=backends,
+            health=health,
+            serving={m: tuple(ids) for m, ids in serving.items()},
+            excluded=excluded,
         )

@@ -1,1 +1,26 @@
-"""Load state shared by the router: in-process by default (Redis when configured)."""
+"""Load state shared by the router: in-process by default, Redis when ``redis_url`` is set."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from gateway.state.base import Charge, SharedState
+from gateway.state.memory import InMemoryState
+
+__all__ = ["Charge", "InMemoryState", "SharedState", "build_state"]
+
+
+def build_state(
+    redis_url: str | None,
+    *,
+    prefix: str = "{sonic}:",
+    sync_interval_s: float = 0.1,
+    metrics_registry: CollectorRegistry | None = None,
+) -> SharedState:
+    if not redis_url:
+        return InMemoryState()
+    from gateway.state.redis import RedisState
+
+    return RedisState(
+        redis_url, prefix=prefix, sync_interval_s=sync_interval_s, metrics_registry=metrics_registry
+    )

@@ -1,21 +1,48 @@
-"""In-process load counters: the embedded default when no Redis is configured."""
+"""In-process shared state: the embedded default when no Redis is configured (one process)."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Sequence
+
+from gateway.state.base import Charge
+from gateway.state.buckets import Level, take_all
 
 
-class InMemoryLoadState:
-    """Requests in flight per backend, counted by this process only."""
+class InMemoryState:
+    """Load counters, circuit state and rate buckets of this process only."""
 
     def __init__(self) -> None:
         self._in_flight: defaultdict[str, int] = defaultdict(int)
+        self._ejected: dict[str, float] = {}
+        self._levels: dict[str, Level] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     def in_flight(self, backend_id: str) -> int:
-        return self._in_flight[backend_id]
+        return self._in_flight.get(backend_id, 0)
 
     def acquire(self, backend_id: str) -> None:
         self._in_flight[backend_id] += 1
 
     def release(self, backend_id: str) -> None:
         self._in_flight[backend_id] -= 1
+
+    def eject(self, backend_id: str, duration_s: float) -> None:
+        until = time.monotonic() + duration_s
+        self._ejected[backend_id] = max(until, self._ejected.get(backend_id, 0.0))
+
+    def ejected_until(self, backend_id: str) -> float:
+        return self._ejected.get(backend_id, 0.0)
+
+    async def take(self, charges: Sequence[Charge]) -> float:
+        return take_all(self._levels, charges, time.monotonic())
+
+
+# The name the foundation used for the load counters alone.
+InMemoryLoadState = InMemoryState

@@ -12,7 +12,7 @@ from gateway.core.identity import AllowAllAuthenticator, AllowAllAuthorizer
 from gateway.core.recording import InMemoryRecorder
 from gateway.errors import ModelNotFound, Unavailable
 from gateway.routing.backend import Backend
-from gateway.routing.balancer import choose_least_loaded
+from gateway.routing.balancer import LoadSignal, choose_least_loaded
 from gateway.routing.registry import Registry
 from gateway.state.memory import InMemoryLoadState
 
@@ -92,3 +92,49 @@ def test_http_routing_skips_backends_without_an_http_endpoint() -> None:
     with pytest.raises(Unavailable, match="only by facilities without an HTTP endpoint"):
         plane.check_servable("g", protocol="http")
     assert [e.name for e in plane.repository_index("http") if e.ready] == ["m", "n"]
+
+
+class _Queues:
+    def __init__(self, pending: dict[str, int]) -> None:
+        self._pending = pending
+
+    def pending(self, backend_id: str) -> int:
+        return self._pending.get(backend_id, 0)
+
+
+def test_signal_adds_only_the_queue_the_gateways_did_not_send() -> None:
+    load = InMemoryLoadState()
+    for _ in range(3):
+        load.acquire("a")
+    signal = LoadSignal(load, _Queues({"a": 2, "b": 5}))
+    # a: 3 in flight from the gateways, 2 queued (ours, at most): the queue adds nothing.
+    assert signal(_backend("a")) == 3.0
+    # b: nothing from the gateways but 5 queued by someone else: busy.
+    assert signal(_backend("b", capacity=2)) == 2.5
+    assert choose_least_loaded([_backend("a"), _backend("b")], signal).id == "a"
+
+
+def test_power_of_two_choices_among_many_never_picks_the_most_loaded() -> None:
+    load = InMemoryLoadState()
+    backends = [_backend(f"b{i}") for i in range(8)]
+    for i, backend in enumerate(backends):
+        for _ in range(i):
+            load.acquire(backend.id)
+    rng = random.Random(3)
+    picks = Counter(choose_least_loaded(backends, load, rng).id for _ in range(4000))
+    assert "b7" not in picks
+    # Two sampled of eight: the least loaded wins whenever it is sampled (2/8 of the time), not always.
+    assert 800 < picks["b0"] < 1200
+    assert picks["b0"] > picks["b3"] > picks["b6"] > 0
+
+
+def test_ejected_backends_are_not_routed_to() -> None:
+    registry = Registry([_backend("a"), _backend("b")])
+    for name in "ab":
+        registry.update_health(name, True, {"m": frozenset({"1"})})
+    plane = _plane(registry)
+    plane.load.eject("a", 30)
+    assert {plane.route("m").id for _ in range(20)} == {"b"}
+    plane.load.eject("b", 30)
+    with pytest.raises(Unavailable, match="no healthy backend"):
+        plane.route("m")

@@ -16,6 +16,8 @@ class Script:
 
     models: dict[str, list[str]] = field(default_factory=lambda: {"toy": ["1"]})
     ready: bool = True
+    # (model, version) pairs listed in the index but answering ModelReady with ready=false
+    unready: set[tuple[str, str]] = field(default_factory=set)
     infer_error: tuple[grpc.StatusCode, str] | None = None
     infer_delay_s: float = 0.0
     seen_metadata: list[dict[str, str]] = field(default_factory=list)
@@ -45,6 +47,12 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerReadyResponse(ready=self.script.ready)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        versions = self.script.models.get(request.name, [])
+        version = request.version or (versions[-1] if versions else "")
+        ready = version in versions and (request.name, version) not in self.script.unready
+        return service_pb2.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerMetadataResponse(name=f"fake-{self.name}", version="0")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -208,23 +209,31 @@ class InferenceService:
     async def _infer(
         self, request: bytes, ctx: CallContext, metadata: list[tuple[str, str]], timeout: float
     ) -> bytes:
-        header = parse_infer_request(request)
-        principal = await self.dataplane.authorize_model(ctx, header.model_name)
+        with self.dataplane.observer.inference("grpc", ctx, metadata) as span:
+            span.request_bytes = len(request)
+            header = parse_infer_request(request)
+            span.target(header.model_name, header.model_version)
+            principal = await self.dataplane.authorize_model(ctx, header.model_name, span)
+            await self.dataplane.admit(principal, header.batch_size, len(request))  # rate limits
 
-        async def send(backend: Backend) -> bytes:
-            return await self.pool.call(backend, "ModelInfer", request, metadata, timeout, ctx.authorization)
+            # One deadline for all attempts: a failover retry gets what is left, not a fresh timeout.
+            deadline = time.monotonic() + timeout
 
-        response, backend = await self.dataplane.forward(header.model_name, header.model_version, send)
-        self.dataplane.record(
-            ctx,
-            principal,
-            backend,
-            header.model_name,
-            header.model_version,
-            response_model_version(response),
-            header.batch_size,
-        )
-        return response
+            async def send(backend: Backend) -> bytes:
+                remaining = max(deadline - time.monotonic(), 0.001)
+                return await self.pool.call(
+                    backend, "ModelInfer", request, metadata, remaining, ctx.authorization
+                )
+
+            response, backend = await self.dataplane.forward(
+                header.model_name, header.model_version, span.timed(send), deadline=deadline
+            )
+            served = response_model_version(response)
+            self.dataplane.record(
+                ctx, principal, backend, header.model_name, header.model_version, served, header.batch_size
+            )
+            span.answered(backend, len(response), header.batch_size, served)
+            return response
 
     async def model_infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ctx, metadata = self._context(context)

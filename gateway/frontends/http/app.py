@@ -46,7 +46,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/metrics", tags=["observability"])
     async def metrics(gw: GatewayDep) -> Response:
-        return Response(generate_latest(gw.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(gw.metrics_exposition), media_type=CONTENT_TYPE_LATEST)
 
     routing = gateway.settings.routing
     kserve = KServeHttp(

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from gateway.errors import (
     status_of,
 )
 from gateway.frontends.statistics import merge_statistics
+from gateway.observability.observer import InferenceSpan
 from gateway.routing.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,11 @@ def _relay(answer: BackendResponse, request_id: str) -> Response:
     return Response(answer.body, status_code=answer.status, headers=headers, media_type=media)
 
 
-def _json_part(body: bytes, header_length: str | None, encoding: str | None) -> bytes:
-    """The JSON header part of a (possibly binary, possibly compressed) body, at most ~1 MiB of it."""
+def _json_part(body: bytes, header_length: str | None, encoding: str | None) -> bytes | memoryview:
+    """The JSON header part of a (possibly binary, possibly compressed) body, at most ~1 MiB of it.
+
+    A view, not a slice: this runs on every request and every response, and slicing bytes copies.
+    """
     limit = _SCAN_LIMIT
     if header_length and header_length.isdigit():
         limit = min(limit, int(header_length))
@@ -104,7 +109,7 @@ def _json_part(body: bytes, header_length: str | None, encoding: str | None) -> 
                 return b""
     if encoding and encoding != "identity":
         return b""
-    return body[:limit]
+    return memoryview(body)[:limit]
 
 
 def batch_size(body: bytes, header_length: str | None, encoding: str | None) -> int:
@@ -142,6 +147,7 @@ class KServeHttp:
     def context(self, request: Request) -> tuple[CallContext, list[tuple[str, str]]]:
         h = request.headers
         request_id = (h.get("x-request-id") or "")[:128] or uuid.uuid4().hex
+        request.state.request_id = request_id  # error answers carry it too (see _guard)
         forwarded = [(k, h[k]) for k in _FORWARDED if k in h]
         forwarded.append(("x-request-id", request_id))
         ctx = CallContext(h.get("authorization"), request_id, h.get("sonic-job-id"), h.get("sonic-dataset"))
@@ -175,6 +181,7 @@ class KServeHttp:
         suffix: str,
         body: bytes | None = None,
         caller: tuple[CallContext, list[tuple[str, str]], Principal] | None = None,
+        span: InferenceSpan | None = None,
     ) -> tuple[BackendResponse, Backend, CallContext, Principal]:
         if caller is None:
             ctx, headers = self.context(request)
@@ -185,6 +192,9 @@ class KServeHttp:
         if request.url.query:
             path += "?" + request.url.query
 
+        # HTTP carries no client deadline: the gateway's timeout bounds all attempts together.
+        deadline = time.monotonic() + self.timeout_s
+
         async def send(backend: Backend) -> BackendResponse:
             return await self.pool.request(
                 backend,
@@ -192,11 +202,14 @@ class KServeHttp:
                 path,
                 content=body,
                 headers=headers,
-                timeout=self.timeout_s,
+                timeout=max(deadline - time.monotonic(), 0.001),
                 client_authorization=ctx.authorization,
             )
 
-        answer, backend = await self.dataplane.forward(model, version, send, protocol="http")
+        timed = send if span is None else span.timed(send)
+        answer, backend = await self.dataplane.forward(
+            model, version, timed, protocol="http", deadline=deadline
+        )
         return answer, backend, ctx, principal
 
     # -- endpoints --------------------------------------------------------------------------------
@@ -235,25 +248,25 @@ class KServeHttp:
     async def infer(self, request: Request, model: str, version: str) -> Response:
         h = request.headers
         ctx, headers = self.context(request)
-        principal = await self.dataplane.authorize_model(ctx, model)  # bad tokens: before the body is read
-        self.dataplane.check_servable(model, version, "http")
-        body = await self.read_body(request)
-        answer, backend, ctx, principal = await self.model_call(
-            request, model, version, "POST", "/infer", body, (ctx, headers, principal)
-        )
-        if answer.status == 200:
-            self.dataplane.record(
-                ctx,
-                principal,
-                backend,
-                model,
-                version,
-                served_version(
-                    answer.body, answer.headers.get(_HEADER_LENGTH), answer.headers.get("content-encoding")
-                ),
-                batch_size(body, h.get(_HEADER_LENGTH), h.get("content-encoding")),
+        with self.dataplane.observer.inference("http", ctx, headers) as span:
+            span.target(model, version)
+            principal = await self.dataplane.authorize_model(ctx, model, span)  # before reading the body
+            self.dataplane.check_servable(model, version, "http")
+            body = await self.read_body(request)
+            span.request_bytes = len(body)
+            items = batch_size(body, h.get(_HEADER_LENGTH), h.get("content-encoding"))
+            await self.dataplane.admit(principal, items, len(body))  # rate limits
+            answer, backend, ctx, principal = await self.model_call(
+                request, model, version, "POST", "/infer", body, (ctx, headers, principal), span
             )
-        return _relay(answer, ctx.request_id)
+            served = ""
+            if answer.status == 200:
+                served = served_version(
+                    answer.body, answer.headers.get(_HEADER_LENGTH), answer.headers.get("content-encoding")
+                )
+                self.dataplane.record(ctx, principal, backend, model, version, served, items)
+            span.answered(backend, len(answer.body), items, served, answer.status)
+            return _relay(answer, ctx.request_id)
 
     async def statistics(self, request: Request, model: str, version: str) -> Response:
         """Statistics merged across the backends (as the gRPC frontend does), in Triton's JSON."""
@@ -323,12 +336,19 @@ def _guard(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Re
         try:
             return await fn(*args, **kwargs)
         except GatewayError as exc:
-            return error_response(exc)
+            return _with_request_id(error_response(exc), kwargs.get("request"))
         except Exception:
             log.exception("internal error in %s", getattr(fn, "__name__", "handler"))
-            return _json({"error": "internal gateway error"}, 500)
+            return _with_request_id(_json({"error": "internal gateway error"}, 500), kwargs.get("request"))
 
     return handler
+
+
+def _with_request_id(response: Response, request: Request | None) -> Response:
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    if request_id:
+        response.headers["x-request-id"] = request_id
+    return response
 
 
 def kserve_router(api: KServeHttp) -> APIRouter:
