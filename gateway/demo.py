@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.app import Gateway
+from gateway.catalog import migrate
 from gateway.config import load_settings
 from gateway.core.recording import InMemoryRecorder
 from gateway.triton.launcher import TritonPorts, TritonServer
@@ -115,6 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 ],
                 auth={"dev_issuer": {"enabled": True, "key_dir": str(workdir / "dev-issuer")}},
             )
+            migrate.upgrade(settings.database_url)  # the demo's own catalog, in its work directory
             token = DevIssuer(settings.auth.dev_issuer).mint("demo-physicist", scopes=["compute.read"])
             recorder = InMemoryRecorder()
             _say(f"== Starting the gateway: gRPC 127.0.0.1:{grpc_port}, HTTP 127.0.0.1:{http_port}")

@@ -4,7 +4,7 @@ Every endpoint needs an authenticated caller; writes also need an admin (``autho
 are ``{"error": "..."}``: 401/403 for auth, 404 for unknown ids, 409 for duplicates (IntegrityError is
 translated here, at the edge), 422 for bad input (FastAPI's field messages). Handlers are plain ``def``
 so the database work runs in the worker threads, never on the event loop; after each write the router's
-backends are refreshed from the catalog.
+backends and model groups are refreshed from the catalog and the consistency check is woken.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def _commit(session: Session, what: str) -> None:
 
 
 def _refresh_router(request: Request) -> None:
-    _gateway(request).catalog.sync.refresh_blocking()
+    """After a commit: routing and model groups at once, the consistency check soon after."""
+    _gateway(request).catalog.after_write()
 
 
 def _get(session: Session, cls: type[T], ident: int, what: str) -> T:
@@ -100,6 +101,15 @@ def _get(session: Session, cls: type[T], ident: int, what: str) -> T:
     if obj is None:
         raise ApiError(404, f"no {what} with id {ident}")
     return obj
+
+
+def _delete(session: Session, cls: type[Any], ident: int, what: str, request: Request | None) -> Response:
+    """DELETE one row (404 if absent); rows the router reads also refresh its snapshot."""
+    session.delete(_get(session, cls, ident, what))
+    _commit(session, what)
+    if request is not None:
+        _refresh_router(request)
+    return Response(status_code=204)
 
 
 def _like(pattern: str) -> str:
@@ -207,10 +217,7 @@ def update_facility(
 
 @router.delete("/facilities/{ident}", status_code=204)
 def delete_facility(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
-    session.delete(_get(session, m.Facility, ident, "facility"))
-    _commit(session, "facility")
-    _refresh_router(request)
-    return Response(status_code=204)
+    return _delete(session, m.Facility, ident, "facility", request)
 
 
 # -- backends -----------------------------------------------------------------------------------------
@@ -230,6 +237,7 @@ def _backend_out(row: Any) -> s.BackendOut:
         enabled=b.enabled,
         draining=b.draining,
         last_health_at=b.last_health_at,
+        observed_models=b.observed_models or {},
         created_at=b.created_at,
     )
 
@@ -308,10 +316,7 @@ def update_backend(
 
 @router.delete("/backends/{ident}", status_code=204)
 def delete_backend(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
-    session.delete(_get(session, m.Backend, ident, "backend"))
-    _commit(session, "backend")
-    _refresh_router(request)
-    return Response(status_code=204)
+    return _delete(session, m.Backend, ident, "backend", request)
 
 
 # -- datasets -----------------------------------------------------------------------------------------
@@ -389,9 +394,7 @@ def update_dataset(ident: int, body: s.DatasetPatch, session: SessionDep, _: Adm
 
 @router.delete("/datasets/{ident}", status_code=204)
 def delete_dataset(ident: int, session: SessionDep, _: Admin) -> Response:
-    session.delete(_get(session, m.Dataset, ident, "dataset"))
-    _commit(session, "dataset")
-    return Response(status_code=204)
+    return _delete(session, m.Dataset, ident, "dataset", None)
 
 
 # -- models and versions ------------------------------------------------------------------------------
@@ -474,11 +477,12 @@ def list_models(
 
 
 @router.post("/models", status_code=201, response_model=s.ModelOut)
-def create_model(body: s.ModelIn, session: SessionDep, principal: Admin) -> s.ModelOut:
+def create_model(body: s.ModelIn, session: SessionDep, principal: Admin, request: Request) -> s.ModelOut:
     model = m.Model(name=body.name, description=body.description)
     model.versions = [_new_version(session, v, principal) for v in body.versions]
     session.add(model)
     _commit(session, f"model {body.name!r} (or one of its versions)")
+    _refresh_router(request)
     return _model_out(model)
 
 
@@ -496,10 +500,8 @@ def update_model(ident: int, body: s.ModelPatch, session: SessionDep, _: Admin) 
 
 
 @router.delete("/models/{ident}", status_code=204)
-def delete_model(ident: int, session: SessionDep, _: Admin) -> Response:
-    session.delete(_get(session, m.Model, ident, "model"))
-    _commit(session, "model")
-    return Response(status_code=204)
+def delete_model(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+    return _delete(session, m.Model, ident, "model", request)
 
 
 @router.get("/models/{ident}/versions", response_model=s.Page[s.ModelVersionOut])
@@ -524,12 +526,13 @@ def list_versions(
 
 @router.post("/models/{ident}/versions", status_code=201, response_model=s.ModelVersionOut)
 def create_version(
-    ident: int, body: s.ModelVersionIn, session: SessionDep, principal: Admin
+    ident: int, body: s.ModelVersionIn, session: SessionDep, principal: Admin, request: Request
 ) -> s.ModelVersionOut:
     model = _get(session, m.Model, ident, "model")
     version = _new_version(session, body, principal)
     model.versions.append(version)
     _commit(session, f"version {body.version!r} of model {model.name!r}")
+    _refresh_router(request)
     return _version_out(session, version)
 
 
@@ -539,18 +542,19 @@ def get_version(ident: int, session: SessionDep, _: Reader) -> s.ModelVersionOut
 
 
 @router.patch("/model-versions/{ident}", response_model=s.ModelVersionOut)
-def update_version(ident: int, body: s.ModelVersionPatch, session: SessionDep, _: Admin) -> s.ModelVersionOut:
+def update_version(
+    ident: int, body: s.ModelVersionPatch, session: SessionDep, _: Admin, request: Request
+) -> s.ModelVersionOut:
     version = _get(session, m.ModelVersion, ident, "model version")
     _apply(version, _version_values(session, body.model_dump(exclude_unset=True)))
     _commit(session, "model version")
+    _refresh_router(request)
     return _version_out(session, version)
 
 
 @router.delete("/model-versions/{ident}", status_code=204)
-def delete_version(ident: int, session: SessionDep, _: Admin) -> Response:
-    session.delete(_get(session, m.ModelVersion, ident, "model version"))
-    _commit(session, "model version")
-    return Response(status_code=204)
+def delete_version(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+    return _delete(session, m.ModelVersion, ident, "model version", request)
 
 
 # -- deployments --------------------------------------------------------------------------------------
@@ -575,6 +579,9 @@ def _deployment_out(row: Any) -> s.DeploymentOut:
         model=model,
         version=version,
         state=d.state,
+        consistency=d.consistency,
+        consistency_reason=d.consistency_reason,
+        checked_at=d.checked_at,
         created_at=d.created_at,
     )
 
@@ -595,6 +602,9 @@ def list_deployments(
     version: str | None = None,
     backend_id: int | None = None,
     state: str | None = None,
+    consistency: Annotated[
+        str | None, Query(description="the consistency check's verdict, e.g. 'mismatch'")
+    ] = None,
     sort: Sort = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -606,6 +616,7 @@ def list_deployments(
         (m.ModelVersion.version, version),
         (m.Deployment.backend_id, backend_id),
         (m.Deployment.state, state),
+        (m.Deployment.consistency, consistency),
     ):
         if value is not None:
             stmt = stmt.where(column == value)
@@ -614,7 +625,9 @@ def list_deployments(
 
 
 @router.post("/deployments", status_code=201, response_model=s.DeploymentOut)
-def create_deployment(body: s.DeploymentIn, session: SessionDep, _: Admin) -> s.DeploymentOut:
+def create_deployment(
+    body: s.DeploymentIn, session: SessionDep, _: Admin, request: Request
+) -> s.DeploymentOut:
     if session.get(m.Backend, body.backend_id) is None:
         raise ApiError(422, f"backend_id: no backend with id {body.backend_id}")
     version = session.scalar(
@@ -624,9 +637,18 @@ def create_deployment(body: s.DeploymentIn, session: SessionDep, _: Admin) -> s.
     )
     if version is None:
         raise ApiError(422, f"model: no version {body.version!r} of model {body.model!r}; register it first")
-    deployment = m.Deployment(backend_id=body.backend_id, model_version_id=version.id, state=body.state)
-    session.add(deployment)
+    deployment = session.scalar(
+        select(m.Deployment).where(
+            m.Deployment.backend_id == body.backend_id, m.Deployment.model_version_id == version.id
+        )
+    )
+    if deployment is not None and deployment.state == "observed" and body.state == "registered":
+        deployment.state = "registered"  # the gateway saw it there first; now an admin vouches for it
+    else:
+        deployment = m.Deployment(backend_id=body.backend_id, model_version_id=version.id, state=body.state)
+        session.add(deployment)
     _commit(session, f"deployment of {body.model}:{body.version} on backend {body.backend_id}")
+    _refresh_router(request)
     return _one_deployment(session, deployment.id)
 
 
@@ -636,18 +658,19 @@ def get_deployment(ident: int, session: SessionDep, _: Reader) -> s.DeploymentOu
 
 
 @router.patch("/deployments/{ident}", response_model=s.DeploymentOut)
-def update_deployment(ident: int, body: s.DeploymentPatch, session: SessionDep, _: Admin) -> s.DeploymentOut:
+def update_deployment(
+    ident: int, body: s.DeploymentPatch, session: SessionDep, _: Admin, request: Request
+) -> s.DeploymentOut:
     deployment = _get(session, m.Deployment, ident, "deployment")
     deployment.state = body.state
     _commit(session, "deployment")
+    _refresh_router(request)
     return _one_deployment(session, ident)
 
 
 @router.delete("/deployments/{ident}", status_code=204)
-def delete_deployment(ident: int, session: SessionDep, _: Admin) -> Response:
-    session.delete(_get(session, m.Deployment, ident, "deployment"))
-    _commit(session, "deployment")
-    return Response(status_code=204)
+def delete_deployment(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+    return _delete(session, m.Deployment, ident, "deployment", request)
 
 
 # -- usage (provenance) -------------------------------------------------------------------------------

@@ -52,11 +52,16 @@ def add_catalog_commands(sub: Any) -> None:
     upgrade.add_argument("--database-url", help="override database_url from the configuration")
     upgrade.set_defaults(func=cmd_db_upgrade)
 
-    apply = sub.add_parser("apply", help="register facilities and backends from YAML files (idempotent)")
+    apply = sub.add_parser(
+        "apply",
+        help="register datasets, models, facilities, backends and deployments from YAML files (idempotent)",
+    )
     apply.add_argument(
         "files", nargs="+", metavar="FILE", help="facility descriptors, e.g. facilities/*.yaml"
     )
-    apply.add_argument("--prune", action="store_true", help="delete facilities and backends the files omit")
+    apply.add_argument(
+        "--prune", action="store_true", help="delete what the files omit (what usage records name is kept)"
+    )
     apply.add_argument(
         "--url", default=DEFAULT_URL, help=f"the gateway's HTTP address (default {DEFAULT_URL})"
     )

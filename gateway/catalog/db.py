@@ -31,3 +31,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def brief(exc: BaseException) -> str:
+    """A database error in one line for a log: the driver's message, without SQLAlchemy's SQL dump."""
+    origin = getattr(exc, "orig", None) or exc
+    return f"{type(origin).__name__}: {str(origin).splitlines()[0] if str(origin) else ''}"

@@ -1,8 +1,9 @@
 """Alembic, configured in code: no ``alembic.ini``; the scripts live in the repo's ``migrations/``.
 
-``migrations/`` sits at the top of the repository (next to ``gateway/``), which is where it is found
-from a source checkout and from the editable install the project uses. ``SONIC_GATEWAY_MIGRATIONS``
-points elsewhere (e.g. a container image that copies the directory).
+``migrations/`` at the top of the repository is the authoritative copy. ``gateway/migrations`` is a
+symlink to it, which makes the scripts package data: a wheel carries them as ``gateway/migrations``
+and every install (editable or not) finds them next to the package. ``SONIC_GATEWAY_MIGRATIONS``
+points elsewhere (e.g. migrations under development).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class MigrationsNotFound(RuntimeError):
 def migrations_dir() -> Path:
     override = os.environ.get("SONIC_GATEWAY_MIGRATIONS")
     candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parents[2] / "migrations")
+    package = Path(__file__).resolve().parents[1]
+    candidates += [package / "migrations", package.parent / "migrations"]
     for path in candidates:
         if (path / "env.py").is_file():
             return path

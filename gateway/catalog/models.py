@@ -29,6 +29,8 @@ NAMING_CONVENTION = {
 
 BACKEND_PROTOCOLS = ("grpc", "http")
 DEPLOYMENT_STATES = ("registered", "observed")
+# What the consistency check last found for a deployment (see gateway/catalog/consistency.py).
+CONSISTENCY_STATES = ("unchecked", "consistent", "mismatch", "not_ready", "unreachable")
 
 
 def utcnow() -> dt.datetime:
@@ -71,6 +73,8 @@ class Backend(Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     draining: Mapped[bool] = mapped_column(default=False)
     last_health_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # model -> versions the backend last reported READY (written by the consistency check)
+    observed_models: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     facility: Mapped[Facility] = relationship(back_populates="backends")
@@ -143,6 +147,10 @@ class Deployment(Base):
         ForeignKey("model_version.id", ondelete="CASCADE"), index=True
     )
     state: Mapped[str] = mapped_column(String(16), default="registered")
+    # The consistency check's last verdict, when it was reached, and why (words an operator can act on).
+    consistency: Mapped[str] = mapped_column(String(16), default="unchecked", server_default="unchecked")
+    consistency_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

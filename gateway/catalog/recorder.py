@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from gateway.catalog.models import Usage
 from gateway.core.periodic import Periodic
 from gateway.core.recording import UsageEvent
+from gateway.observability.provenance import ProvenanceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class BatchedUsageRecorder:
         self.engine: Engine | None = None
         self._loop: Periodic | None = None
         self._failing = False
+        self.observer: ProvenanceMetrics | None = None  # buffer metrics, sampled at each flush
 
     def record(self, event: UsageEvent) -> None:
         try:
@@ -147,6 +149,7 @@ class BatchedUsageRecorder:
     async def flush(self) -> int:
         """Write everything buffered now (in batches); returns events written. Never raises."""
         total = 0
+        waiting = len(self.buffer)
         while self.buffer and self.engine is not None:
             # Take a copy; events leave the buffer only once their transaction has committed.
             batch = list(islice(self.buffer, 0, self.batch_size))
@@ -167,6 +170,8 @@ class BatchedUsageRecorder:
                 self.buffer.popleft()
             total += len(batch)
             self.written += len(batch)
+        if self.observer is not None:
+            self.observer.sample(self, waiting)
         return total
 
     async def stop(self) -> None:

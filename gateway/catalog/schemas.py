@@ -100,7 +100,12 @@ class BackendOut(BaseModel):
     accelerator: str
     enabled: bool
     draining: bool
-    last_health_at: dt.datetime | None
+    last_health_at: dt.datetime | None = Field(
+        description="when the consistency check last got an answer from this backend"
+    )
+    observed_models: dict[str, list[str]] = Field(
+        description="model -> versions the backend reported ready at that time"
+    )
     created_at: dt.datetime
 
 
@@ -232,7 +237,13 @@ class DeploymentOut(BaseModel):
     model_version_id: int
     model: str
     version: str
-    state: str
+    state: str = Field(description="'registered' by an admin, or 'observed' on the backend by the gateway")
+    consistency: str = Field(
+        description="the consistency check's verdict: unchecked, consistent (routed), mismatch or "
+        "not_ready (the backend gets no traffic for this model), unreachable (last verdict kept)"
+    )
+    consistency_reason: str = Field(description="why, and what to do, when not consistent")
+    checked_at: dt.datetime | None = Field(description="when the verdict was reached")
     created_at: dt.datetime
 
 

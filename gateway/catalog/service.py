@@ -1,17 +1,24 @@
-"""The catalog as a gateway resource: engine, sessions, router sync and (optionally) the usage writer."""
+"""The catalog as a gateway resource: engine, sessions, router and policy sync, the consistency check and
+(optionally) the usage writer."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.catalog import migrate
 from gateway.catalog.db import make_engine, make_sessionmaker
+from gateway.catalog.monitor import ConsistencyMonitor
+from gateway.catalog.probe import TritonModelProbe
 from gateway.catalog.recorder import BatchedUsageRecorder
-from gateway.catalog.sync import CatalogSync
+from gateway.catalog.sync import CatalogSync, GroupPolicy, on_loop
+from gateway.config import Settings
+from gateway.core.recording import InMemoryRecorder, UsageRecorder
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 
@@ -20,6 +27,15 @@ log = logging.getLogger(__name__)
 
 class CatalogNotOpen(RuntimeError):
     pass
+
+
+def default_recorder(settings: Settings) -> UsageRecorder:
+    """Usage goes to the catalog database when one is configured (file, environment or code), else it
+    is kept in memory: the implicit SQLite default in the working directory is not written behind the
+    back of an embedding program or a test; ``serve`` always records in the database."""
+    if "database_url" in settings.model_fields_set:
+        return BatchedUsageRecorder()
+    return InMemoryRecorder()
 
 
 class Catalog:
@@ -33,10 +49,31 @@ class Catalog:
         recorder: BatchedUsageRecorder | None = None,
     ) -> None:
         self.url = url
+        self.registry = registry
         self.sync = CatalogSync(registry, static_backends, refresh_s)
         self.recorder = recorder
+        self.consistency: ConsistencyMonitor | None = None
         self.engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+
+    def attach(
+        self,
+        settings: Settings,
+        pool: GrpcBackendPool,
+        authorizer: object,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        """Wire the gateway's parts in: the consistency check probes through ``pool``, and ``authorizer``
+        gets each model's allowed groups when it restricts models to groups."""
+        self.sync.interval_s = settings.catalog.refresh_s
+        self.sync.policy = authorizer if isinstance(authorizer, GroupPolicy) else None
+        self.consistency = ConsistencyMonitor(
+            self.registry,
+            TritonModelProbe(pool),
+            settings.catalog.consistency_interval_s,
+            settings.routing.probe_timeout_s,
+            metrics_registry,
+        )
 
     async def start(self) -> None:
         self.engine = make_engine(self.url)
@@ -49,6 +86,8 @@ class Catalog:
         except Exception as exc:
             log.warning("the catalog database cannot be reached: %s", exc)
         await self.sync.start(self.engine)
+        if self.consistency is not None:
+            await self.consistency.start(self.engine)
         if self.recorder is not None:
             await self.recorder.start(self.engine)
 
@@ -57,8 +96,16 @@ class Catalog:
             raise CatalogNotOpen("the catalog is not open (Gateway.start not called)")
         return self._sessions()
 
+    def after_write(self) -> None:
+        """From an API worker thread after a commit: router and policy now, the consistency check soon."""
+        self.sync.refresh_blocking()
+        if self.consistency is not None:
+            on_loop(self.consistency.wake)
+
     async def stop(self) -> None:
         await self.sync.stop()
+        if self.consistency is not None:
+            await self.consistency.stop()
         if self.recorder is not None:
             await self.recorder.stop()
         if self.engine is not None:

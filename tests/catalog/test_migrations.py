@@ -35,4 +35,4 @@ def test_downgrade_to_base_then_upgrade(db_url: str) -> None:
 
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrate.migrations_dir() / "versions").is_dir()
-    assert migrate.head_revision() == "0001_catalog"
+    assert migrate.head_revision() == "0002_consistency"
