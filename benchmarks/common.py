@@ -1,0 +1,114 @@
+"""Pieces every scenario uses: an arm (a target plus the process whose CPU is metered) and measuring it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from benchmarks.load import LoadPool, LoadSpec
+from benchmarks.procs import log, tree_cpu_seconds
+from benchmarks.report import Sample
+
+IDENTITY = {"model": "identity_fp32", "input_name": "INPUT0", "outputs": ("OUTPUT0",)}
+EMTRACK = {
+    "model": "emtrack_michel",
+    "input_name": "main_input",
+    "outputs": ("em_trk_none_netout", "michel_netout"),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    url: str  # host:port
+    tokens: tuple[str, ...] = ()
+    proxy_pid: int | None = None  # process tree whose CPU is charged to this arm (None: direct)
+
+
+def measure(pool: LoadPool, arm: Arm, spec: LoadSpec, concurrency: int, sample: Sample) -> None:
+    """Run ``spec`` against ``arm`` and add the outcome (and the proxy's CPU) to ``sample``."""
+    spec = replace(spec, url=arm.url, tokens=spec.tokens or arm.tokens)
+    cpu0 = tree_cpu_seconds(arm.proxy_pid) if arm.proxy_pid else None
+    run = pool.run(spec, concurrency)
+    cpu = tree_cpu_seconds(arm.proxy_pid) - cpu0 if arm.proxy_pid and cpu0 is not None else None
+    if cpu is not None:
+        # The proxy also served the warm-up calls: charge its CPU per request over all of them.
+        warm = spec.warmup * concurrency
+        measured = len(run.latencies)
+        cpu *= measured / (measured + warm) if measured + warm else 1.0
+    sample.add(
+        run.latencies,
+        run.elapsed,
+        sum(w.request_bytes for w in run.workers),
+        cpu,
+        run.errors,
+        run.first_error,
+    )
+    if run.errors:
+        log(f"   ! {arm.name}: {run.errors} failed load processes: {run.first_error}")
+
+
+def wait_servable(
+    url: str,
+    model: str,
+    token: str | None,
+    input_name: str = "INPUT0",
+    protocol: str = "grpc",
+    timeout_s: float = 60.0,
+) -> None:
+    """Block until one batch-1 request through ``url`` succeeds (backends healthy behind proxies)."""
+    import numpy as np
+
+    deadline = time.monotonic() + timeout_s
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    last: Exception | None = None
+    if protocol == "grpc":
+        import tritonclient.grpc as tc
+    else:
+        import tritonclient.http as tc
+    client: Any = tc.InferenceServerClient(url)
+    try:
+        inp = tc.InferInput(input_name, [1, 48, 48, 1], "FP32")
+        inp.set_data_from_numpy(np.zeros((1, 48, 48, 1), np.float32))
+        while time.monotonic() < deadline:
+            try:
+                client.infer(model, [inp], headers=headers)
+                return
+            except Exception as exc:  # not ready yet: health checks have not marked it up
+                last = exc
+                time.sleep(0.3)
+    finally:
+        client.close()
+    raise RuntimeError(f"{model} is not servable through {url} after {timeout_s:.0f} s: {last}")
+
+
+def interleaved(
+    pool: LoadPool,
+    arms: list[Arm],
+    configs: list[dict[str, Any]],
+    base: LoadSpec,
+    rounds: int,
+    label: str,
+) -> dict[tuple[str, str], Sample]:
+    """Every config on every arm, arms back to back per config, the whole set ``rounds`` times.
+
+    Keyed by (config key, arm name). Interleaving spreads the machine's noise over all arms alike.
+    """
+    samples: dict[tuple[str, str], Sample] = {}
+    total = len(configs) * len(arms) * rounds
+    done = 0
+    for r in range(rounds):
+        for cfg in configs:
+            spec = replace(base, **{k: v for k, v in cfg.items() if k not in ("key", "concurrency")})
+            # Rotate the arm order each round: no arm always runs first (or right after another).
+            for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
+                done += 1
+                sample = samples.setdefault((cfg["key"], arm.name), Sample())
+                measure(pool, arm, spec, cfg["concurrency"], sample)
+                s = sample.summary()
+                log(
+                    f"{label} [{done}/{total}] round {r + 1} {cfg['key']} {arm.name}: "
+                    f"{s['throughput_rps']:.1f} req/s, p50 {s['p50_ms']:.2f} ms"
+                )
+    return samples
