@@ -624,6 +624,34 @@ def list_deployments(
     return _page(session, stmt, m.Deployment.id, sortable, sort, limit, offset, _deployment_out)
 
 
+def _insert_or_register(session: Session, body: s.DeploymentIn, version: m.ModelVersion) -> m.Deployment:
+    what = f"deployment of {body.model}:{body.version} on backend {body.backend_id}"
+    conflict = ApiError(409, f"{what} already exists (names must be unique)")
+    # Two rounds: the consistency check may insert the 'observed' row between our read and our
+    # insert (it probes a backend as soon as it is registered); the second round converts that row.
+    for _ in range(2):
+        deployment = session.scalar(
+            select(m.Deployment).where(
+                m.Deployment.backend_id == body.backend_id, m.Deployment.model_version_id == version.id
+            )
+        )
+        if deployment is None:
+            deployment = m.Deployment(
+                backend_id=body.backend_id, model_version_id=version.id, state=body.state
+            )
+            session.add(deployment)
+        elif deployment.state == "observed" and body.state == "registered":
+            deployment.state = "registered"  # the gateway saw it there first; now an admin vouches for it
+        else:
+            raise conflict
+        try:
+            session.commit()
+            return deployment
+        except IntegrityError:
+            session.rollback()
+    raise conflict
+
+
 @router.post("/deployments", status_code=201, response_model=s.DeploymentOut)
 def create_deployment(
     body: s.DeploymentIn, session: SessionDep, _: Admin, request: Request
@@ -637,17 +665,7 @@ def create_deployment(
     )
     if version is None:
         raise ApiError(422, f"model: no version {body.version!r} of model {body.model!r}; register it first")
-    deployment = session.scalar(
-        select(m.Deployment).where(
-            m.Deployment.backend_id == body.backend_id, m.Deployment.model_version_id == version.id
-        )
-    )
-    if deployment is not None and deployment.state == "observed" and body.state == "registered":
-        deployment.state = "registered"  # the gateway saw it there first; now an admin vouches for it
-    else:
-        deployment = m.Deployment(backend_id=body.backend_id, model_version_id=version.id, state=body.state)
-        session.add(deployment)
-    _commit(session, f"deployment of {body.model}:{body.version} on backend {body.backend_id}")
+    deployment = _insert_or_register(session, body, version)
     _refresh_router(request)
     return _one_deployment(session, deployment.id)
 

@@ -264,3 +264,43 @@ async def test_usage_provenance_lookups(client: httpx.AsyncClient, migrated_engi
     r = await client.get("/api/v1/usage?model=emtrack&version=2", headers=READER)
     assert sorted(str(u["job_id"]) for u in r.json()["items"]) == ["None", "job-2"]
     assert (await client.get("/api/v1/usage?job_id=nope", headers=READER)).json()["total"] == 0
+
+
+async def test_registering_a_deployment_the_consistency_check_inserts_concurrently(
+    client: httpx.AsyncClient, migrated_engine: Engine
+) -> None:
+    """The check observes a new backend's models while `apply` registers them: the admin's POST
+    finds no row, the check's 'observed' row lands first, and the POST must register it, not 409."""
+    from sqlalchemy import event, insert
+    from sqlalchemy.orm import Session
+
+    from gateway.catalog import models as m
+
+    await post(client, "facilities", {"name": "lab"})
+    backend = await post(client, "backends", {"facility": "lab", "address": "10.0.0.1:8001"})
+    model = await post(client, "models", {"name": "toy", "versions": [{"version": "1"}]})
+    [version] = (await client.get(f"/api/v1/models/{model['id']}/versions", headers=READER)).json()["items"]
+    raced: list[bool] = []
+
+    def observe_first(session: Session, *_: object) -> None:
+        if raced or not any(isinstance(o, m.Deployment) for o in session.new):
+            return
+        raced.append(True)
+        with migrated_engine.begin() as other:  # the consistency check, in its own transaction
+            other.execute(
+                insert(m.Deployment).values(
+                    backend_id=backend["id"], model_version_id=version["id"], state="observed"
+                )
+            )
+
+    event.listen(Session, "before_flush", observe_first)
+    try:
+        dep = {"backend_id": backend["id"], "model": "toy", "version": "1"}
+        registered = await post(client, "deployments", dep)
+    finally:
+        event.remove(Session, "before_flush", observe_first)
+    assert raced == [True]
+    assert registered["state"] == "registered"
+    r = await client.get(f"/api/v1/deployments?backend_id={backend['id']}", headers=READER)
+    assert [(d["model"], d["state"]) for d in r.json()["items"]] == [("toy", "registered")]
+    assert (await client.post("/api/v1/deployments", json=dep, headers=ADMIN)).status_code == 409
