@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 
 from benchmarks.common import IDENTITY, wait_servable
-from benchmarks.load import LoadPool, LoadSpec
-from benchmarks.procs import Processes, exit_on_signals, log
+from benchmarks.load import LoadPool, LoadRun, LoadSpec
+from benchmarks.procs import Processes, exit_on_signals, log, tree_cpu_seconds
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY
 
 
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("profile"))
     p.add_argument("--native", action="store_true", help="include C/Cython frames (py-spy --native)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="gateway with auth.enabled false (to diff against auth on)"
+    )
     args = p.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -54,14 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         LoadPool(args.concurrency) as pool,
     ):
         (triton,) = procs.tritons([DEFAULT_MODEL_REPOSITORY], ["identity_fp32"])
-        gw = procs.gateway([triton], auth=True, workers=args.workers)
-        token = gw.tokens(1)[0]
+        gw = procs.gateway([triton], auth=not args.no_auth, workers=args.workers)
+        tokens = () if args.no_auth else tuple(gw.tokens(1))
         url = f"127.0.0.1:{gw.grpc_port}"
-        wait_servable(url, "identity_fp32", token)
-        spec = LoadSpec(url=url, batch=args.batch, duration_s=args.seconds + 2, tokens=(token,), **IDENTITY)  # type: ignore[arg-type]
-        runner = threading.Thread(target=pool.run, args=(spec, args.concurrency), daemon=True)
+        wait_servable(url, "identity_fp32", tokens[0] if tokens else None)
+        # One record of both formats: each lasts half the load, which runs a little longer than both.
+        spec = LoadSpec(url=url, batch=args.batch, duration_s=args.seconds + 2, tokens=tokens, **IDENTITY)  # type: ignore[arg-type]
+        runs: list[LoadRun] = []
+        runner = threading.Thread(target=lambda: runs.append(pool.run(spec, args.concurrency)), daemon=True)
+        cpu_before = tree_cpu_seconds(gw.proc.pid)
         runner.start()
-        stem = args.out / f"gateway-b{args.batch}-c{args.concurrency}"
+        stem = args.out / f"gateway-b{args.batch}-c{args.concurrency}{'-noauth' if args.no_auth else ''}"
         for fmt, suffix in (("raw", ".txt"), ("flamegraph", ".svg")):
             log(f"py-spy record ({fmt}) for {args.seconds:g} s")
             subprocess.run(
@@ -86,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=subprocess.DEVNULL,
             )
         runner.join(args.seconds + 60)
+        cpu = tree_cpu_seconds(gw.proc.pid) - cpu_before
+    if runs:  # py-spy's own sampling is charged to it, not to the gateway
+        n = len(runs[0].latencies)
+        print(f"{n / runs[0].elapsed:.0f} requests/s, gateway CPU {1e3 * cpu / max(n, 1):.3f} ms/request")
     for frame, share in top_frames(Path(str(stem) + ".txt")):
         print(f"{share:6.1%}  {frame}")
     return 0
