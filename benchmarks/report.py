@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class Sample:
     proxy_cpu_s: float | None = None
     errors: int = 0
     first_error: str = ""
+    round_rps: list[float] = field(default_factory=list)  # one throughput per round, for paired ratios
 
     def add(
         self,
@@ -42,8 +44,11 @@ class Sample:
         errors: int = 0,
         first_error: str = "",
     ) -> None:
+        latencies = list(latencies)
         self.latencies.extend(latencies)
         self.elapsed_s += elapsed_s
+        if elapsed_s > 0:
+            self.round_rps.append(len(latencies) / elapsed_s)
         self.request_bytes += request_bytes
         if proxy_cpu_s is not None:
             self.proxy_cpu_s = (self.proxy_cpu_s or 0.0) + proxy_cpu_s
@@ -66,6 +71,7 @@ class Sample:
         }
         if self.first_error:
             out["first_error"] = self.first_error
+        out["round_rps"] = list(self.round_rps)
         if self.proxy_cpu_s is not None and n:
             out["proxy_cpu_ms_per_req"] = self.proxy_cpu_s / n * 1e3
             out["proxy_cpu_s_per_gb"] = (
@@ -85,6 +91,13 @@ def compare(rows: list[dict[str, Any]], key: Sequence[str], baseline_arm: str = 
         if ref is None:
             continue
         row["throughput_ratio"] = row["throughput_rps"] / ref["throughput_rps"]
+        # Arms of one round ran back to back, so their ratio cancels the machine's slow drifts (other
+        # tenants, CPU frequency); the median over rounds resists the odd disturbed round.
+        rounds = zip(row.get("round_rps", ()), ref.get("round_rps", ()), strict=False)
+        pairs = [a / b for a, b in rounds if b > 0]
+        if pairs:
+            row["round_ratio_median"] = statistics.median(pairs)
+            row["round_ratio_range"] = f"{min(pairs):.2f}-{max(pairs):.2f}"
         row["added_p50_ms"] = row["p50_ms"] - ref["p50_ms"]
         row["added_p99_ms"] = row["p99_ms"] - ref["p99_ms"]
 

@@ -271,7 +271,9 @@ def auth(ctx: Context) -> tuple[dict[str, Any], Columns]:
             wait_servable(arm.url, "identity_fp32", arm.tokens[0] if arm.tokens else None)
         base = LoadSpec(url="", model="", batch=1)
         configs = _configs(IDENTITY, [1, 1693], [1, 4], duration)
-        rounds = 1 if ctx.quick else 3
+        # Six rounds: on this shared 2-core VM one 3 s arm swings by +-15 %, so three rounds could not
+        # resolve a 5 % goal (two suite runs read an 18-22 % "loss" at batch 1 that six rounds did not).
+        rounds = 2 if ctx.quick else 6
         samples: dict[tuple[str, str], Sample] = {}
         for r in range(rounds):
             for cfg in configs:
@@ -306,8 +308,8 @@ def auth(ctx: Context) -> tuple[dict[str, Any], Columns]:
             cached = _row(rows, batch=b, concurrency=c, arm="auth on, cached token")
             goals.append(
                 goal(
-                    f"batch {b} c{c}: throughput loss with a cached token <= 5%",
-                    1.0 - cached["throughput_ratio"],
+                    f"batch {b} c{c}: throughput loss with a cached token <= 5% (median of per-round ratios)",
+                    1.0 - cached["round_ratio_median"],
                     0.05,
                     at_most=True,
                 )
@@ -319,6 +321,8 @@ def auth(ctx: Context) -> tuple[dict[str, Any], Columns]:
         ("requests", "requests"),
         ("throughput_rps", "req/s"),
         ("throughput_ratio", "ratio to auth off"),
+        ("round_ratio_median", "per-round ratio, median"),
+        ("round_ratio_range", "per-round range"),
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
         ("added_p50_ms", "added p50 ms"),
@@ -338,6 +342,9 @@ def auth(ctx: Context) -> tuple[dict[str, Any], Columns]:
             "The token cache cannot be switched off (auth.token_cache_size > 0), so the uncached arm sends a "
             "different freshly minted token on every request: each costs a full signature validation. "
             "Its request count is capped by the number of tokens minted.",
+            "Arms run back to back in each round, in rotated order; the goal reads the median over rounds of "
+            "each round's own ratio (cached arm / auth off), which the machine's drift between rounds "
+            "does not bias. 'per-round range' shows how far single rounds strayed.",
         ],
     }
     _auth_plot(ctx, rows)

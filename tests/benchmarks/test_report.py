@@ -64,6 +64,19 @@ def test_compare_against_the_baseline_arm() -> None:
     assert "throughput_ratio" not in rows[2]  # no baseline for batch 2: no invented ratio
 
 
+def test_per_round_ratios_pair_arms_of_the_same_round() -> None:
+    """A slow round slows both arms: the paired median sees 0.9 where pooled totals are pulled around."""
+    base, arm = Sample(), Sample()
+    for rps, ratio in ((100.0, 0.9), (40.0, 0.9), (100.0, 0.5), (100.0, 0.9), (100.0, 0.95)):
+        base.add([0.001] * int(rps), 1.0, 0, None)
+        arm.add([0.001] * int(rps * ratio), 1.0, 0, None)
+    rows = [{"arm": "direct", **base.summary()}, {"arm": "gateway", **arm.summary()}]
+    compare(rows, ())
+    assert rows[1]["round_ratio_median"] == pytest.approx(0.9)
+    assert rows[1]["round_ratio_range"] == "0.50-0.95"
+    assert rows[1]["throughput_ratio"] == pytest.approx((90 + 36 + 50 + 90 + 95) / 440)
+
+
 def test_goal_directions() -> None:
     assert goal("at least", 0.95, 0.9)["met"] is True
     assert goal("at least", 0.85, 0.9)["met"] is False
