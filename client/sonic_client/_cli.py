@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--batch-size", type=int, default=None)
     inf.add_argument("--concurrency", type=int, default=4)
     inf.add_argument("--compression", choices=["none", "gzip", "auto"], default="none")
+    inf.add_argument("--link-gbit-s", type=float, default=None,
+                     help="this job's share of the network link, for --compression auto "
+                          "(default $SONIC_LINK_GBIT_S; unknown: gzip whenever the data compresses)")
     inf.add_argument("--save", type=Path, default=None, help="write the outputs to this .npz")
     return p
 
@@ -60,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         compression = None if getattr(args, "compression", "none") == "none" else args.compression
         with Client(args.url, protocol=args.protocol, token=provider, job_id=args.job_id,
-                    dataset=args.dataset, timeout=args.timeout, compression=compression) as c:
+                    dataset=args.dataset, timeout=args.timeout, compression=compression,
+                    link_gbit_s=getattr(args, "link_gbit_s", None)) as c:
             if args.command == "server-metadata":
                 print(json.dumps(c.server_metadata(), indent=2))
             elif args.command == "model-metadata":

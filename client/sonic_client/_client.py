@@ -35,6 +35,10 @@ DEFAULT_URL = "127.0.0.1:8001"
 #: ``compression="auto"`` samples at most this many bytes of the first batch.
 AUTO_SAMPLE_BYTES = 1 << 20
 
+#: CPU that gRPC gzip costs per MB of tensors, the job's compression plus the gateway's inflation:
+#: 11.7-12.6 ms/MB measured through the real gateway (``benchmarks`` gzip scenario).
+GZIP_CPU_S_PER_MB = 0.012
+
 
 @dataclass
 class InferStats:
@@ -90,13 +94,44 @@ def _as_inputs(inputs: Mapping[str, Array] | Array, single_input: str | None) ->
     return {single_input: np.asarray(inputs)}
 
 
-def _compressible(batch: Mapping[str, Array], min_ratio: float) -> bool:
-    """The ``"auto"`` rule: gzip when zlib level 1 on (up to 1 MiB of) the batch gets >= min_ratio."""
+def _compression_ratio(batch: Mapping[str, Array]) -> float:
+    """What zlib level 1 achieves on (up to 1 MiB of) the batch; 1.0 when there is nothing to probe."""
     raw = b"".join(np.ascontiguousarray(a).reshape(-1).view(np.uint8)[:AUTO_SAMPLE_BYTES].tobytes()
                    for a in batch.values() if a.dtype != np.object_)
     if not raw:
+        return 1.0
+    return len(raw) / max(1, len(zlib.compress(raw, 1)))
+
+
+def _gzip_pays(ratio: float, link_gbit_s: float | None, min_ratio: float = 4.0) -> bool:
+    """The ``"auto"`` rule: gzip when the data compresses (ratio >= min_ratio) and, when the job's
+    share of the link is known, when the wire time it saves exceeds the CPU it costs.
+
+    Per MB: saved = (1 - 1/ratio) * 8 Mbit / link; cost = :data:`GZIP_CPU_S_PER_MB`; break-even is
+    about 0.5 Gbit/s at ratio 4 and 0.64 Gbit/s at the ~25 of sparse detector patches. Without a
+    link figure, compressible data is compressed: grid jobs share their node's uplink, where a job's
+    share is usually well below that.
+    """
+    if ratio < min_ratio:
         return False
-    return len(raw) / max(1, len(zlib.compress(raw, 1))) >= min_ratio
+    if link_gbit_s is None:
+        return True
+    saved_s_per_mb = (1.0 - 1.0 / ratio) * 8e6 / (link_gbit_s * 1e9)
+    return saved_s_per_mb > GZIP_CPU_S_PER_MB
+
+
+def _link_gbit_s(value: float | None) -> float | None:
+    if value is None:
+        env = os.environ.get("SONIC_LINK_GBIT_S", "").strip()
+        if not env:
+            return None
+        try:
+            value = float(env)
+        except ValueError:
+            raise ValueError(f"SONIC_LINK_GBIT_S={env!r} is not a number of Gbit/s (e.g. 0.5)") from None
+    if not value > 0:
+        raise ValueError(f"link_gbit_s must be a positive number of Gbit/s, not {value!r}")
+    return value
 
 
 def _nbytes(batch: Mapping[str, Array]) -> int:
@@ -130,6 +165,7 @@ class _Base:
         retry: RetryPolicy | None = None,
         compression: Compression = None,
         compression_min_ratio: float = 4.0,
+        link_gbit_s: float | None = None,
         headers: Mapping[str, str] | None = None,
         root_certificates: str | None = None,
     ) -> None:
@@ -148,6 +184,7 @@ class _Base:
         self.retry = retry if retry is not None else RetryPolicy()
         self.compression: Compression = compression
         self.compression_min_ratio = compression_min_ratio
+        self.link_gbit_s = _link_gbit_s(link_gbit_s)
         self._extra_headers = dict(headers or {})
         self._root_certificates = root_certificates
         self._auto_gzip: dict[str, bool] = {}
@@ -182,7 +219,8 @@ class _Base:
         if model in self._auto_gzip:
             return self._auto_gzip[model], 0.0
         t0 = time.perf_counter()
-        decision = _compressible(batches[0], self.compression_min_ratio)
+        ratio = _compression_ratio(batches[0])
+        decision = _gzip_pays(ratio, self.link_gbit_s, self.compression_min_ratio)
         self._auto_gzip[model] = decision
         return decision, time.perf_counter() - t0
 
@@ -202,8 +240,10 @@ class Client(_Base):
     ``dataset``: provenance sent with every request (default ``$SONIC_JOB_ID`` / ``$SONIC_DATASET``
     then batch-system ids). ``batch_size`` / ``concurrency``: defaults for :meth:`infer`.
     ``timeout``: per-request deadline in seconds (each attempt of each batch). ``compression``:
-    None, ``"gzip"`` or ``"auto"``. One connection (gRPC channel or HTTP pool) serves every call;
-    the client is thread-safe. Use as a context manager or call :meth:`close`.
+    None, ``"gzip"`` or ``"auto"`` (gzip when the data compresses and, given ``link_gbit_s`` or
+    ``$SONIC_LINK_GBIT_S``, the job's share of the link is slow enough for it to pay). One
+    connection (gRPC channel or HTTP pool) serves every call; the client is thread-safe. Use as a
+    context manager or call :meth:`close`.
     """
 
     def _open_transport(self) -> None:

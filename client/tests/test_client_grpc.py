@@ -95,6 +95,18 @@ def test_auto_compression_skips_incompressible(fake_triton: FakeTriton) -> None:
     np.testing.assert_array_equal(out["identity"], noise)
 
 
+@pytest.mark.parametrize(("link", "expected"), [("10", "none"), ("0.1", "gzip")])
+def test_auto_compression_weighs_the_link(fake_triton: FakeTriton, patches: np.ndarray,
+                                          monkeypatch: pytest.MonkeyPatch, link: str,
+                                          expected: str) -> None:
+    """Sparse patches compress ~20x: worth it on a 100 Mbit/s share, a loss on a 10 Gbit/s one."""
+    monkeypatch.setenv("SONIC_LINK_GBIT_S", link)
+    with Client(fake_triton.url, token="good-token", compression="auto") as c:
+        out = c.infer("emtrack_michel", {"main_input": patches}, batch_size=235)
+    assert out.stats.compression == expected
+    np.testing.assert_array_equal(out["identity"], patches)
+
+
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
 def test_retries_then_succeeds(fake_triton: FakeTriton, patches: np.ndarray,
                                code: grpc.StatusCode) -> None:

@@ -8,7 +8,7 @@ import pytest
 import sonic_client
 from sonic_client import Provenance, RetryPolicy
 from sonic_client._batching import reassemble, split_batches
-from sonic_client._client import _parse_url
+from sonic_client._client import _gzip_pays, _link_gbit_s, _parse_url
 from sonic_client._retry import parse_retry_after
 from sonic_client.protodune import (
     INPUT_NAME,
@@ -74,6 +74,30 @@ def test_provenance_resolution() -> None:
     assert Provenance.resolve("explicit", "d2", environ=env) == Provenance("explicit", "d2")
     assert Provenance.resolve(environ={"CONDOR_JOBID": "12.0", "SLURM_JOB_ID": "5"}).job_id == "condor:12.0"
     assert Provenance("j", "dätaset").headers() == {"sonic-job-id": "j", "sonic-dataset": "d%C3%A4taset"}
+
+
+def test_gzip_pays_below_the_break_even_link() -> None:
+    # Break-even at ratio 25: (1 - 1/25) * 8 Mbit / 12 ms ~ 0.64 Gbit/s.
+    assert _gzip_pays(25.0, 0.5) is True
+    assert _gzip_pays(25.0, 0.8) is False
+    assert _gzip_pays(25.0, None) is True  # link unknown: compressible data is compressed
+    assert _gzip_pays(3.0, None) is False  # below compression_min_ratio: never
+    assert _gzip_pays(3.0, 0.01) is False
+    assert _gzip_pays(3.0, 0.01, min_ratio=2.0) is True
+
+
+def test_link_hint_from_argument_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SONIC_LINK_GBIT_S", raising=False)
+    assert _link_gbit_s(None) is None
+    assert _link_gbit_s(2.5) == 2.5
+    monkeypatch.setenv("SONIC_LINK_GBIT_S", "0.25")
+    assert _link_gbit_s(None) == 0.25
+    assert _link_gbit_s(1.0) == 1.0  # the argument wins
+    monkeypatch.setenv("SONIC_LINK_GBIT_S", "fast")
+    with pytest.raises(ValueError, match="SONIC_LINK_GBIT_S='fast' is not a number"):
+        _link_gbit_s(None)
+    with pytest.raises(ValueError, match="positive"):
+        _link_gbit_s(0.0)
 
 
 def test_parse_url() -> None:
