@@ -322,6 +322,9 @@ class Settings(BaseSettings):
     # auto: JSON lines when stderr is not a terminal, plain text on one; json/text force either.
     log_format: Literal["auto", "json", "text"] = "auto"
     access_log: bool = True  # one INFO line per inference on the "gateway.access" logger
+    # Freed memory each allocator arena keeps for reuse instead of returning it to the kernel (glibc
+    # only; 0 keeps glibc's defaults): large requests then stop page-faulting (gateway/allocator.py).
+    keep_freed_memory_mb: int = Field(default=1024, ge=0, le=2047)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:

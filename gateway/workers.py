@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import signal
 
+from gateway.allocator import keep_freed_memory
 from gateway.app import serve
 from gateway.config import Settings
 from gateway.observability import multiprocess
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def _run_one(settings: Settings) -> None:
+    keep_freed_memory(settings.keep_freed_memory_mb)  # per process: each worker has its own heap
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
