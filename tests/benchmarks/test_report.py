@@ -121,3 +121,13 @@ def test_load_result_refuses_other_json(tmp_path: Path) -> None:
     path.write_text('{"rows": []}')
     with pytest.raises(ValueError, match="not a benchmark result"):
         load_result(path)
+
+
+def test_cached_check_cost_runs_the_gateways_auth_code(tmp_path: Path) -> None:
+    """The auth scenario's in-process timing builds the gateway's real authenticator (API drift would
+    break the benchmark silently otherwise) and reports a finite per-call cost."""
+    from benchmarks.authcost import cached_check_us
+
+    us = cached_check_us(tmp_path / "keys", calls=200)
+    assert 0 < us < math.inf
+    assert (tmp_path / "keys").is_dir()  # the dev issuer's keys, as the benchmark gateways use them
