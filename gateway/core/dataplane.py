@@ -183,11 +183,13 @@ class DataPlane:
         send: Callable[[Backend], Awaitable[T]],
         protocol: Protocol = "grpc",
         deadline: float | None = None,
+        unavailable: Callable[[T], bool] | None = None,
     ) -> tuple[T, Backend]:
         """Send to the least-loaded backend; retry elsewhere only what never reached a backend.
 
         ``deadline`` (``time.monotonic()``) bounds the failover: no retry starts after it, and a
-        retry is cut off by it.
+        retry is cut off by it. ``unavailable(answer)`` tells the circuit breaker an answer means the
+        backend is unavailable (HTTP passes a 503 through as an answer, not an exception).
         """
         tried: list[str] = []
         while True:
@@ -225,10 +227,8 @@ class DataPlane:
                 breaker.finished(backend.id)
                 raise
             else:
-                # An HTTP backend's 503 arrives as an answer, not an exception (duck-typed: the core
-                # does not import the HTTP pool).
-                if getattr(result, "status", None) == 503:
-                    breaker.failed(backend.id, "answered 503")
+                if unavailable is not None and unavailable(result):
+                    breaker.failed(backend.id, "answered that it is unavailable")
                 else:
                     breaker.succeeded(backend.id)
                 return result, backend

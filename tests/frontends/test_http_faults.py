@@ -131,6 +131,28 @@ async def test_both_unreachable_is_503(mock: respx.MockRouter, pair: Any) -> Non
     assert "unreachable" in r.json()["error"]
 
 
+async def test_backend_answering_503_is_passed_through_and_ejected(mock: respx.MockRouter, pair: Any) -> None:
+    """A 503 reaches the client as the backend sent it, and counts against that backend's circuit."""
+    gw, https, client = pair
+    busy = _route(mock, https[0]).mock(return_value=httpx.Response(503, json={"error": "overloaded"}))
+    good = _route(mock, https[1]).mock(return_value=_ok())
+    busy_id = next(b.id for b in gw.registry.snapshot.backends.values() if b.http_address == https[0])
+    threshold = gw.settings.routing.circuit_failure_threshold
+    answers = []
+    for _ in range(100):  # ties are broken at random: go on until the busy one tripped its circuit
+        if gw.breaker.ejected(busy_id):
+            break
+        r = await client.post("/v2/models/toy/infer", content=BODY)
+        answers.append(r.status_code)
+    assert gw.breaker.ejected(busy_id)
+    assert busy.call_count == threshold
+    assert answers.count(503) == threshold
+    assert good.call_count == answers.count(200)
+    for _ in range(5):  # ejected: everything goes to the other backend now
+        assert (await client.post("/v2/models/toy/infer", content=BODY)).status_code == 200
+    assert busy.call_count == threshold
+
+
 @pytest.mark.parametrize(
     ("error", "status", "words"),
     [

@@ -208,7 +208,7 @@ class KServeHttp:
 
         timed = send if span is None else span.timed(send)
         answer, backend = await self.dataplane.forward(
-            model, version, timed, protocol="http", deadline=deadline
+            model, version, timed, protocol="http", deadline=deadline, unavailable=_unavailable
         )
         return answer, backend, ctx, principal
 
@@ -342,6 +342,11 @@ def _guard(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Re
             return _with_request_id(_json({"error": "internal gateway error"}, 500), kwargs.get("request"))
 
     return handler
+
+
+def _unavailable(answer: BackendResponse) -> bool:
+    """A backend's 503 is passed to the client as it came, and counts against the backend's circuit."""
+    return answer.status == 503
 
 
 def _with_request_id(response: Response, request: Request | None) -> Response:
