@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class Prober(Protocol):
+    """ServerReady and the listed models; a prober that also has ``model_ready(backend, model,
+    version, timeout)`` (``gateway.routing.probes.GrpcProber``) gets each listed version checked."""
+
     async def server_ready(self, backend: Backend, timeout: float) -> bool: ...
 
     async def ready_models(self, backend: Backend, timeout: float) -> dict[str, frozenset[str]]: ...
-
-
-class ModelProber(Prober, Protocol):
-    async def model_ready(self, backend: Backend, model: str, version: str, timeout: float) -> bool: ...
 
 
 class HealthMonitor:

@@ -42,7 +42,3 @@ class InMemoryState:
 
     async def take(self, charges: Sequence[Charge]) -> float:
         return take_all(self._levels, charges, time.monotonic())
-
-
-# The name the foundation used for the load counters alone.
-InMemoryLoadState = InMemoryState

@@ -14,7 +14,7 @@ from gateway.errors import ModelNotFound, Unavailable
 from gateway.routing.backend import Backend
 from gateway.routing.balancer import LoadSignal, choose_least_loaded
 from gateway.routing.registry import Registry
-from gateway.state.memory import InMemoryLoadState
+from gateway.state.memory import InMemoryState
 
 
 def _backend(name: str, capacity: float = 1.0, draining: bool = False) -> Backend:
@@ -22,7 +22,7 @@ def _backend(name: str, capacity: float = 1.0, draining: bool = False) -> Backen
 
 
 def test_picks_smallest_in_flight_per_capacity() -> None:
-    load = InMemoryLoadState()
+    load = InMemoryState()
     small, big = _backend("small", 1), _backend("big", 4)
     for _ in range(2):
         load.acquire("small")
@@ -33,7 +33,7 @@ def test_picks_smallest_in_flight_per_capacity() -> None:
 
 
 def test_ties_are_broken_at_random() -> None:
-    load = InMemoryLoadState()
+    load = InMemoryState()
     backends = [_backend(n) for n in "abc"]
     rng = random.Random(7)
     picks = Counter(choose_least_loaded(backends, load, rng).id for _ in range(600))
@@ -43,7 +43,7 @@ def test_ties_are_broken_at_random() -> None:
 
 def _plane(registry: Registry) -> DataPlane:
     return DataPlane(
-        AllowAllAuthenticator(), AllowAllAuthorizer(), registry, InMemoryLoadState(), InMemoryRecorder()
+        AllowAllAuthenticator(), AllowAllAuthorizer(), registry, InMemoryState(), InMemoryRecorder()
     )
 
 
@@ -103,7 +103,7 @@ class _Queues:
 
 
 def test_signal_adds_only_the_queue_the_gateways_did_not_send() -> None:
-    load = InMemoryLoadState()
+    load = InMemoryState()
     for _ in range(3):
         load.acquire("a")
     signal = LoadSignal(load, _Queues({"a": 2, "b": 5}))
@@ -115,7 +115,7 @@ def test_signal_adds_only_the_queue_the_gateways_did_not_send() -> None:
 
 
 def test_power_of_two_choices_among_many_never_picks_the_most_loaded() -> None:
-    load = InMemoryLoadState()
+    load = InMemoryState()
     backends = [_backend(f"b{i}") for i in range(8)]
     for i, backend in enumerate(backends):
         for _ in range(i):
