@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -12,14 +11,10 @@ from pathlib import Path
 from gateway.auth.cli import add_token_arguments, run_token_command
 from gateway.catalog.cli import add_catalog_commands
 from gateway.config import ConfigError, load_settings
+from gateway.observability.logs import configure_logging
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY, TritonError, TritonPorts, TritonServer
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe is noise
 
 
 def wait_for_signal() -> None:
@@ -42,12 +37,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.workers import run_workers
 
     settings = load_settings(args.config)
-    _setup_logging(settings.log_level)
-    return run_workers(settings, args.workers)
+    return run_workers(settings, args.workers)  # it configures logging as the settings say
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    _setup_logging("INFO")
+    configure_logging("INFO", "text")
     server = TritonServer(
         TritonPorts(args.grpc_port, args.http_port, args.metrics_port),
         model_repository=Path(args.model_repository),
