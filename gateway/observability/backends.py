@@ -6,7 +6,6 @@ backend itself, so the worker that answers a scrape reports what it routes on.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -14,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway import __version__
+from gateway.observability.registries import once_per_registry
 from gateway.routing.registry import Registry
 
 _LABELS = ["facility", "backend"]
@@ -85,19 +85,18 @@ class BackendStateCollector(Collector):
         yield info
 
 
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, BackendStateCollector] = (
-    weakref.WeakKeyDictionary()
-)
+@once_per_registry
+def _registered(metrics: CollectorRegistry) -> BackendStateCollector:
+    collector = BackendStateCollector(Registry())  # the gateway hands in its registry below
+    metrics.register(collector)
+    return collector
 
 
 def backend_state_collector(
     metrics: CollectorRegistry, registry: Registry, circuit_open: Ejected = _never
 ) -> BackendStateCollector:
     """Registered once per metrics registry; a later gateway in the same process takes it over."""
-    collector = _BY_REGISTRY.get(metrics)
-    if collector is None:
-        collector = _BY_REGISTRY[metrics] = BackendStateCollector(registry, circuit_open)
-        metrics.register(collector)
+    collector = _registered(metrics)
     collector.registry = registry
     collector.circuit_open = circuit_open
     return collector
