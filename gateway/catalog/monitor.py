@@ -190,8 +190,9 @@ class ConsistencyMonitor:
     def wake(self) -> None:
         """Check now (after a catalog write), or again right after the round under way. Loop thread only.
 
-        Rounds are started here, not through ``Periodic.wake``: a wake immediately followed by ``stop``
-        can lose the cancellation inside ``asyncio.wait_for`` on Python 3.11 and hang the stop.
+        Rounds run in their own future, not inside the ``Periodic`` task: stopping the loop cancels
+        that task, and a round cancelled there would abandon its database thread mid-transaction;
+        ``stop()`` instead lets the round under way finish.
         """
         if self._round is None or self._round.done():
             self._round = asyncio.ensure_future(self._rounds())
