@@ -194,10 +194,8 @@ def write_index(outdir: Path, order: Sequence[str]) -> Path:
     return path
 
 
-def plot(
-    path: Path, series: Sequence[dict[str, Any]], *, xlabel: str, ylabel: str, title: str, logx: bool = False
-) -> bool:
-    """One PNG with a line per series ({label, x, y, style?}); False when matplotlib is missing."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; None (said once per plot) when not installed."""
     try:
         import matplotlib
 
@@ -205,6 +203,16 @@ def plot(
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no plot", flush=True)
+        return None
+    return plt
+
+
+def plot(
+    path: Path, series: Sequence[dict[str, Any]], *, xlabel: str, ylabel: str, title: str, logx: bool = False
+) -> bool:
+    """One PNG with a line per series ({label, x, y, style?}); False when matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for s in series:
@@ -231,13 +239,8 @@ def bar_plot(
     title: str,
     hline: float | None = None,
 ) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", flush=True)
+    plt = _pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4.5), dpi=110)
     width = 0.8 / max(1, len(groups))
