@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -90,10 +91,12 @@ def interleaved(
     base: LoadSpec,
     rounds: int,
     label: str,
+    arm_for: Callable[[Arm, int, int], Arm] | None = None,
 ) -> dict[tuple[str, str], Sample]:
     """Every config on every arm, arms back to back per config, the whole set ``rounds`` times.
 
     Keyed by (config key, arm name). Interleaving spreads the machine's noise over all arms alike.
+    ``arm_for(arm, round, config index)`` may vary an arm per measurement (e.g. fresh tokens).
     """
     samples: dict[tuple[str, str], Sample] = {}
     total = len(configs) * len(arms) * rounds
@@ -103,6 +106,8 @@ def interleaved(
             spec = replace(base, **{k: v for k, v in cfg.items() if k not in ("key", "concurrency")})
             # Rotate the arm order each round: no arm always runs first (or right after another).
             for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
+                if arm_for is not None:
+                    arm = arm_for(arm, r, configs.index(cfg))
                 done += 1
                 sample = samples.setdefault((cfg["key"], arm.name), Sample())
                 measure(pool, arm, spec, cfg["concurrency"], sample)

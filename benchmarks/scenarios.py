@@ -275,22 +275,15 @@ def auth(ctx: Context) -> tuple[dict[str, Any], Columns]:
         # Six rounds: on this shared 2-core VM one 3 s arm swings by +-15 %, so three rounds could not
         # resolve a 5 % goal (two suite runs read an 18-22 % "loss" at batch 1 that six rounds did not).
         rounds = 2 if ctx.quick else 6
-        samples: dict[tuple[str, str], Sample] = {}
-        for r in range(rounds):
-            for cfg in configs:
-                spec = replace(base, **{k: v for k, v in cfg.items() if k not in ("key", "concurrency")})
-                for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
-                    if len(arm.tokens) > 1:  # a fresh slice of tokens each time: never a cache hit
-                        per = len(tokens[1:]) // (rounds * len(configs))
-                        i = r * len(configs) + configs.index(cfg)
-                        arm = replace(arm, tokens=tokens[1 + i * per : 1 + (i + 1) * per])
-                    sample = samples.setdefault((cfg["key"], arm.name), Sample())
-                    measure(pool, arm, spec, cfg["concurrency"], sample)
-                    s = sample.summary()
-                    log(
-                        f"auth round {r + 1} {cfg['key']} {arm.name}: {s['throughput_rps']:.1f} req/s, "
-                        f"p50 {s['p50_ms']:.2f} ms"
-                    )
+
+        def fresh_tokens(arm: Arm, r: int, cfg_index: int) -> Arm:
+            if len(arm.tokens) <= 1:
+                return arm
+            per = len(tokens[1:]) // (rounds * len(configs))  # a fresh slice each time: never a cache hit
+            i = r * len(configs) + cfg_index
+            return replace(arm, tokens=tokens[1 + i * per : 1 + (i + 1) * per])
+
+        samples = interleaved(pool, arms, configs, base, rounds, "auth", fresh_tokens)
         rows = []
         for cfg in configs:
             for arm in arms:
