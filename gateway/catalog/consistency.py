@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+UNCHECKED = "unchecked"  # no verdict yet (a new deployment)
 CONSISTENT = "consistent"
 MISMATCH = "mismatch"
 NOT_READY = "not_ready"

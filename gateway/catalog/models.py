@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from gateway.catalog.consistency import UNCHECKED
+
 # Deterministic constraint names, so migrations can name (and drop) them on every database.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -29,8 +31,6 @@ NAMING_CONVENTION = {
 
 BACKEND_PROTOCOLS = ("grpc", "http")
 DEPLOYMENT_STATES = ("registered", "observed")
-# What the consistency check last found for a deployment (see gateway/catalog/consistency.py).
-CONSISTENCY_STATES = ("unchecked", "consistent", "mismatch", "not_ready", "unreachable")
 
 
 def utcnow() -> dt.datetime:
@@ -147,8 +147,9 @@ class Deployment(Base):
         ForeignKey("model_version.id", ondelete="CASCADE"), index=True
     )
     state: Mapped[str] = mapped_column(String(16), default="registered")
-    # The consistency check's last verdict, when it was reached, and why (words an operator can act on).
-    consistency: Mapped[str] = mapped_column(String(16), default="unchecked", server_default="unchecked")
+    # The consistency check's last verdict (gateway.catalog.consistency: UNCHECKED, CONSISTENT, ...),
+    # when it was reached, and why (words an operator can act on).
+    consistency: Mapped[str] = mapped_column(String(16), default=UNCHECKED, server_default=UNCHECKED)
     consistency_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
