@@ -56,3 +56,25 @@ async def test_batched_inference_equals_direct_and_carries_provenance(
         assert err.value.attempts == 1
     finally:
         await gateway.stop(grace_s=0)
+
+
+@pytest.mark.parametrize(("link_gbit_s", "sent"), [(0.1, "gzip"), (10.0, "none")])
+async def test_auto_compression_through_the_gateway_follows_the_link(
+    tritons: list[TritonServer], link_gbit_s: float, sent: str
+) -> None:
+    """Real detector patches (~20x compressible) through the real gateway to Triton: gzip on a slow
+    share of the link, none on a fast one, and the same answer either way."""
+    settings = gateway_settings(tritons, auth={"enabled": False})
+    gateway = Gateway(settings, metrics_registry=CollectorRegistry())
+    await gateway.start()
+    try:
+        patches = _event_patches(64)
+        url = f"127.0.0.1:{gateway.grpc_port}"
+        async with AsyncClient(url, token="unused", compression="auto", link_gbit_s=link_gbit_s) as client:
+            got = await client.infer("emtrack_michel", {"main_input": patches})
+        async with AsyncClient(url, token="unused") as plain:
+            want = await plain.infer("emtrack_michel", {"main_input": patches})
+        assert got.stats.compression == sent
+        np.testing.assert_allclose(got["em_trk_none_netout"], want["em_trk_none_netout"], rtol=1e-6)
+    finally:
+        await gateway.stop(grace_s=0)
