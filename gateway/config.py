@@ -8,10 +8,12 @@ import time.
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +43,8 @@ def _check_address(value: str | None) -> str | None:
 
 
 class ListenSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     http: str = "127.0.0.1:8000"
     grpc: str = "127.0.0.1:8001"
 
@@ -236,6 +240,8 @@ class OutboundCredentialSettings(BaseModel):
 class BackendSettings(BaseModel):
     """A Triton server of a facility, given statically in the config file."""
 
+    model_config = ConfigDict(extra="forbid")
+
     facility: str
     grpc: str
     http: str | None = None
@@ -247,6 +253,8 @@ class BackendSettings(BaseModel):
 
 
 class RoutingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     health_interval_s: float = Field(default=2.0, gt=0)
     probe_timeout_s: float = Field(default=2.0, gt=0)
     # Requests without a client deadline still must not hang forever on a stuck backend.
@@ -291,6 +299,8 @@ class LimitSettings(BaseModel):
 class StateSettings(BaseModel):
     """State shared by gateway processes (load, circuits, rate buckets): Redis when redis_url is set."""
 
+    model_config = ConfigDict(extra="forbid")
+
     # One hash tag: every key of a gateway lands in one Redis Cluster slot (the Lua scripts need it).
     key_prefix: str = "{sonic}:"
     # How often each process publishes its in-flight counts and reads the others' (their staleness).
@@ -298,6 +308,8 @@ class StateSettings(BaseModel):
 
 
 class CatalogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     # How often each replica re-reads the catalog's backends and model groups (admin writes act at once).
     refresh_s: float = Field(default=5.0, gt=0)
     # How often backends' models are compared with the catalog (also right after catalog writes).
@@ -359,6 +371,30 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: objec
         return FileSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {_problem(err)}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def _problem(err: ErrorDetails) -> str:
+    if err["type"] != "extra_forbidden":
+        return err["msg"]
+    # Most unknown keys are typos: the keys that section does take make the fix obvious.
+    known = _keys_at(Settings, err["loc"][:-1])
+    return f"unknown key (a typo? allowed here: {', '.join(known)})" if known else "unknown key"
+
+
+def _keys_at(kind: object, loc: tuple[int | str, ...]) -> list[str]:
+    """The keys of the settings section at ``loc`` below ``kind``; empty when no section is there."""
+    origin = typing.get_origin(kind)
+    if origin in (list, dict):  # the next part of ``loc`` is a list index or a dict key
+        return _keys_at(typing.get_args(kind)[-1], loc[1:]) if loc else []
+    if origin is not None:  # X | None
+        return [key for arg in typing.get_args(kind) for key in _keys_at(arg, loc)]
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return []
+    if not loc:
+        return list(kind.model_fields)
+    field = kind.model_fields.get(str(loc[0]))
+    return _keys_at(field.annotation, loc[1:]) if field is not None else []

@@ -7,12 +7,24 @@ import signal
 import subprocess
 import sys
 import time
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
+from pydantic import BaseModel
 
-from gateway.config import ConfigError, load_settings
+from gateway.config import (
+    BackendSettings,
+    CatalogSettings,
+    ConfigError,
+    ListenSettings,
+    RoutingSettings,
+    Settings,
+    StateSettings,
+    load_settings,
+)
 from tests.support.net import free_port
 
 
@@ -37,6 +49,73 @@ def test_bad_configuration_names_the_key(tmp_path: Path) -> None:
         load_settings(config)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.yaml")
+
+
+# One misspelt key per section, at the place a user would write it, with the key meant. Each must be
+# refused by name rather than ignored: a silently dropped "health_interval" leaves the default in force.
+MISSPELT = [
+    ("lisen: {grpc: '127.0.0.1:8001'}\n", "lisen", "listen"),
+    ("listen: {grcp: '127.0.0.1:8001'}\n", "listen.grcp", "grpc"),
+    ("routing: {health_interval: 5}\n", "routing.health_interval", "health_interval_s"),
+    ("state: {sync_interval: 0.5}\n", "state.sync_interval", "sync_interval_s"),
+    ("catalog: {refresh: 1}\n", "catalog.refresh", "refresh_s"),
+    (
+        "backends:\n  - {facility: lab, grpc: '127.0.0.1:9001', capacty: 2}\n",
+        "backends.0.capacty",
+        "capacity",
+    ),
+    (
+        "backends:\n  - {facility: lab, grpc: '127.0.0.1:9001', credentials: {kind: none, tokenfile: x}}\n",
+        "backends.0.credentials.tokenfile",
+        "token_file",
+    ),
+    ("limits: {defaults: {burst_s: 2}}\n", "limits.defaults", "default"),
+    ("limits: {groups: {/dune: {burst: 2}}}\n", "limits.groups./dune.burst", "burst_s"),
+    ("auth: {admin_scope: [x]}\n", "auth.admin_scope", "admin_scopes"),
+    ("auth: {dev_issuer: {enable: true}}\n", "auth.dev_issuer.enable", "enabled"),
+    (
+        "auth: {issuers: [{issuer: 'https://i.example', audience: [a], jwks: 'https://i.example/k'}]}\n",
+        "auth.issuers.0.jwks",
+        "jwks_uri",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "meant"), MISSPELT, ids=[key for _, key, _ in MISSPELT])
+def test_a_misspelt_key_is_an_error_naming_it(tmp_path: Path, text: str, key: str, meant: str) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    problem, _, allowed = str(caught.value).removesuffix(")").partition(" (a typo? allowed here: ")
+    assert problem == f"invalid configuration: {key}: unknown key"
+    assert meant in allowed.split(", ")
+
+
+def test_a_misspelt_nested_environment_key_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SONIC_GATEWAY_ROUTING__HEALTH_INTERVAL", "5")
+    with pytest.raises(ConfigError, match=r"routing\.health_interval: unknown key"):
+        load_settings(None)
+
+
+def _sections(model: type[BaseModel]) -> Iterator[type[BaseModel]]:
+    """Every settings model reachable from ``model`` through its fields (lists, dicts, optionals)."""
+    yield model
+    for field in model.model_fields.values():
+        pending: list[object] = [field.annotation]
+        while pending:
+            kind = pending.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from _sections(kind)
+            pending.extend(typing.get_args(kind))
+
+
+def test_every_settings_section_forbids_unknown_keys() -> None:
+    # Sections added later (and their sub-sections) are held to the same rule as the ones above.
+    sections = set(_sections(Settings))
+    assert {ListenSettings, BackendSettings, RoutingSettings, StateSettings, CatalogSettings} <= sections
+    lax = sorted(s.__name__ for s in sections if s.model_config.get("extra") != "forbid")
+    assert lax == []
 
 
 def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
