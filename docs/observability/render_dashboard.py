@@ -78,7 +78,7 @@ def series_of(
     for target in panel.get("targets", []):
         expr = target["expr"].replace("$__rate_interval", args.rate_interval)
         for s in query_range(client, expr, start, end, args.step):
-            xs = [dt.datetime.fromtimestamp(float(t), dt.timezone.utc) for t, _ in s["values"]]
+            xs = [dt.datetime.fromtimestamp(float(t), dt.UTC) for t, _ in s["values"]]
             ys = [float(v) for _, v in s["values"]]
             out.append((legend(target.get("legendFormat", ""), s["metric"]), xs, ys))
     return out
@@ -132,7 +132,7 @@ def draw_panel(fig: Any, panel: dict[str, Any], data: list[Any], height_units: i
     elif "min" in defaults:
         ax.set_ylim(bottom=defaults["min"])
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v, unit)))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.timezone.utc))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
     if not data:
         ax.text(0.5, 0.5, "No data", color=TEXT, ha="center", va="center", transform=ax.transAxes)
         return
@@ -160,8 +160,8 @@ def main() -> None:
         for panel in panels:
             shifted = {**panel, "gridPos": {**panel["gridPos"], "y": panel["gridPos"]["y"] + 2}}
             draw_panel(fig, shifted, series_of(panel, client, args, start, end), height_units)
-    when = (f"{dt.datetime.fromtimestamp(start, dt.timezone.utc):%Y-%m-%d %H:%M}"
-            f"-{dt.datetime.fromtimestamp(end, dt.timezone.utc):%H:%M} UTC")  # fmt: skip
+    when = (f"{dt.datetime.fromtimestamp(start, dt.UTC):%Y-%m-%d %H:%M}"
+            f"-{dt.datetime.fromtimestamp(end, dt.UTC):%H:%M} UTC")  # fmt: skip
     fig.text(
         0.005,
         1 - 0.9 / height_units,

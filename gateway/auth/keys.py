@@ -161,7 +161,7 @@ async def fetch_json(client: httpx.AsyncClient, url: str, *, timeout_s: float, m
 
     try:
         raw = await asyncio.wait_for(get(), timeout_s)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise FetchError(f"{safe(url, 200)} did not answer within {timeout_s} s") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{safe(url, 200)} could not be fetched ({type(exc).__name__})") from None

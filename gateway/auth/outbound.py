@@ -122,7 +122,7 @@ class OutboundCredentials:
             response = await asyncio.wait_for(
                 self._client.post(url, content=body, headers=headers, timeout=s.timeout_s), s.timeout_s
             )
-        except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:
+        except (TimeoutError, httpx.HTTPError) as exc:
             log.warning("token endpoint %s failed: %s", safe(s.token_url, 200), type(exc).__name__)
             raise Unavailable("the gateway could not obtain a credential for this facility") from None
         if response.status_code != 200 or len(response.content) > MAX_TOKEN_FILE_BYTES:

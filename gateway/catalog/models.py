@@ -34,7 +34,7 @@ DEPLOYMENT_STATES = ("registered", "observed")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):

@@ -258,7 +258,7 @@ class ConsistencyMonitor:
         self.rounds += 1
 
     async def _check(self, backend: Backend, entry: CatalogBackend, plan: Plan) -> Report:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             models = await asyncio.wait_for(self.probe.ready_models(backend, self.timeout_s), self.timeout_s)
         except (GatewayError, TimeoutError) as exc:

@@ -62,7 +62,7 @@ def aggregate(events: Iterable[UsageEvent]) -> dict[UsageKey, _Row]:
 
 
 def _ts(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def write_usage(engine: Engine, events: list[UsageEvent]) -> int:

@@ -29,7 +29,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, pid, then the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
         out: dict[str, Any] = {
             "ts": when.isoformat(timespec="milliseconds"),
             "level": record.levelname,

@@ -274,7 +274,7 @@ async def test_prune_keeps_what_provenance_names(gateway: Gateway, tmp_path: Pat
     pruning keeps it and says so."""
     transport = _transport(gateway)
     await apply_files([_write(tmp_path, CATALOG)], "http://gw", "admin", transport=transport)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with gateway.catalog.session() as session:
         session.add(
             m.Usage(
