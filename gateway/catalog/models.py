@@ -31,6 +31,8 @@ NAMING_CONVENTION = {
 
 BACKEND_PROTOCOLS = ("grpc", "http")
 DEPLOYMENT_STATES = ("registered", "observed")
+# The columns that identify a usage row (the recorder upserts on them).
+USAGE_KEY = ("job_id", "dataset", "model", "version", "backend", "subject")
 
 
 def utcnow() -> dt.datetime:
@@ -156,14 +158,15 @@ class Deployment(Base):
 
 
 class Usage(Base):
-    """Provenance: which model version served which job, where, for whom; one row per key, incremented.
+    """Provenance: which model version served which job on which dataset, where, for whom; one row per
+    key, incremented. The dataset is part of the key: a job reading two datasets has a row for each.
 
     Names are stored as text, not foreign keys: usage is history and outlives catalog edits. Absent job
     ids and datasets are stored as ``""`` so that the unique key works the same on every database.
     """
 
     __tablename__ = "usage"
-    __table_args__ = (UniqueConstraint("job_id", "model", "version", "backend", "subject"),)
+    __table_args__ = (UniqueConstraint(*USAGE_KEY),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(String(256), index=True)

@@ -2,9 +2,9 @@
 
 ``record()`` only appends to a bounded buffer (never blocks, never raises; counts what it drops when
 full). A background task flushes every ``interval_s`` seconds, or sooner once ``batch_size`` events are
-waiting, in ONE transaction that upsert-increments one ``usage`` row per (job, model, version, backend,
-subject). Events leave the buffer only after their transaction committed: a database outage loses
-nothing that fits in the buffer. ``stop()`` flushes what is left.
+waiting, in ONE transaction that upsert-increments one ``usage`` row per (job, dataset, model, version,
+backend, subject). Events leave the buffer only after their transaction committed: a database outage
+loses nothing that fits in the buffer. ``stop()`` flushes what is left.
 """
 
 from __future__ import annotations
@@ -18,22 +18,21 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, String
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.catalog.models import Usage
+from gateway.catalog.models import USAGE_KEY, Usage
 from gateway.core.periodic import Periodic
 from gateway.core.recording import UsageEvent
 from gateway.observability.provenance import ProvenanceMetrics
 
 log = logging.getLogger(__name__)
 
-UsageKey = tuple[str, str, str, str, str]  # job_id, model, version, backend, subject
+UsageKey = tuple[str, str, str, str, str, str]  # job_id, dataset, model, version, backend, subject
 
 
 @dataclass
 class _Row:
-    dataset: str
     facility: str
     issuer: str
     n_requests: int
@@ -45,20 +44,39 @@ class _Row:
 def aggregate(events: Iterable[UsageEvent]) -> dict[UsageKey, _Row]:
     rows: dict[UsageKey, _Row] = {}
     for e in events:
-        key = (e.job_id or "", e.model, e.version_served, e.backend_id, e.subject)
+        key = (
+            _fit(e.job_id or "", "job_id"),
+            _fit(e.dataset or "", "dataset"),
+            _fit(e.model, "model"),
+            _fit(e.version_served, "version"),
+            _fit(e.backend_id, "backend"),
+            _fit(e.subject, "subject"),
+        )
         row = rows.get(key)
         if row is None:
             rows[key] = _Row(
-                e.dataset or "", e.facility, e.issuer, e.requests, e.inferences, e.timestamp, e.timestamp
+                _fit(e.facility, "facility"),
+                _fit(e.issuer, "issuer"),
+                e.requests,
+                e.inferences,
+                e.timestamp,
+                e.timestamp,
             )
         else:
             row.n_requests += e.requests
             row.n_inferences += e.inferences
             row.first_seen = min(row.first_seen, e.timestamp)
             row.last_seen = max(row.last_seen, e.timestamp)
-            if e.dataset:
-                row.dataset = e.dataset
     return rows
+
+
+def _fit(value: str, column: str) -> str:
+    """``value`` cut to the column's length, without NUL characters. The names come from callers'
+    headers; one value the database refuses would fail its whole batch, flush after flush."""
+    column_type = Usage.__table__.c[column].type
+    assert isinstance(column_type, String)
+    length = column_type.length
+    return value.replace("\x00", "")[:length]
 
 
 def _ts(seconds: float) -> dt.datetime:
@@ -80,14 +98,14 @@ def write_usage(engine: Engine, events: list[UsageEvent]) -> int:
         raise RuntimeError(f"usage recording supports SQLite and PostgreSQL, not {dialect}")
     table = Usage.__table__
     with engine.begin() as connection:
-        for (job_id, model, version, backend, subject), row in rows.items():
+        for (job_id, dataset, model, version, backend, subject), row in rows.items():
             stmt = insert(table).values(
                 job_id=job_id,
+                dataset=dataset,
                 model=model,
                 version=version,
                 backend=backend,
                 subject=subject,
-                dataset=row.dataset,
                 facility=row.facility,
                 issuer=row.issuer,
                 n_requests=row.n_requests,
@@ -98,12 +116,11 @@ def write_usage(engine: Engine, events: list[UsageEvent]) -> int:
             excluded = stmt.excluded
             c = table.c
             stmt = stmt.on_conflict_do_update(
-                index_elements=[c.job_id, c.model, c.version, c.backend, c.subject],
+                index_elements=[c[name] for name in USAGE_KEY],
                 set_={
                     "n_requests": c.n_requests + excluded.n_requests,
                     "n_inferences": c.n_inferences + excluded.n_inferences,
                     "last_seen": excluded.last_seen,
-                    "dataset": excluded.dataset,
                 },
             )
             connection.execute(stmt)

@@ -17,7 +17,7 @@ from typing import NoReturn, TypeVar
 from prometheus_client import CollectorRegistry
 
 from gateway.core.identity import Authenticator, Authorizer, Principal
-from gateway.core.recording import UsageEvent, UsageRecorder
+from gateway.core.recording import UsageEvent, UsageRecorder, decode_tag
 from gateway.errors import (
     BackendError,
     BackendUnreachable,
@@ -254,8 +254,8 @@ class DataPlane:
                 backend_id=backend.id,
                 subject=principal.subject,
                 issuer=principal.issuer,
-                job_id=ctx.job_id,
-                dataset=ctx.dataset,
+                job_id=decode_tag(ctx.job_id),
+                dataset=decode_tag(ctx.dataset),
                 inferences=inferences,
             )
         )

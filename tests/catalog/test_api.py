@@ -266,6 +266,24 @@ async def test_usage_provenance_lookups(client: httpx.AsyncClient, migrated_engi
     assert (await client.get("/api/v1/usage?job_id=nope", headers=READER)).json()["total"] == 0
 
 
+async def test_usage_of_one_job_with_two_datasets_finds_each(
+    client: httpx.AsyncClient, migrated_engine: Engine
+) -> None:
+    def event(dataset: str) -> UsageEvent:
+        return UsageEvent(
+            model="emtrack", version_requested="", version_served="1", facility="lab",
+            backend_id="lab/h:1", subject="alice", issuer="https://issuer", job_id="job-1", dataset=dataset,
+            inferences=1,
+        )  # fmt: skip
+
+    write_usage(migrated_engine, [event("dune:first"), event("dune:zweite_Läufe")])
+    for dataset in ("dune:first", "dune:zweite_Läufe"):
+        r = await client.get("/api/v1/usage", params={"dataset": dataset}, headers=READER)
+        assert [(u["job_id"], u["dataset"]) for u in r.json()["items"]] == [("job-1", dataset)]
+    r = await client.get("/api/v1/usage?job_id=job-1", headers=READER)
+    assert r.json()["total"] == 2
+
+
 async def test_registering_a_deployment_the_consistency_check_inserts_concurrently(
     client: httpx.AsyncClient, migrated_engine: Engine
 ) -> None:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, insert, inspect, select, text
 
 from gateway.catalog import migrate
+from gateway.catalog import models as m
 from gateway.catalog.db import make_engine
 from gateway.catalog.models import Base
 
@@ -35,4 +38,37 @@ def test_downgrade_to_base_then_upgrade(db_url: str) -> None:
 
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrate.migrations_dir() / "versions").is_dir()
-    assert migrate.head_revision() == "0002_consistency"
+    assert migrate.head_revision() == "0003_usage_dataset_key"
+
+
+def _usage(job: str, dataset: str, n: int, at: int) -> dict[str, object]:
+    when = dt.datetime(2026, 1, 1, 0, 0, at, tzinfo=dt.UTC)
+    return {
+        "job_id": job, "dataset": dataset, "model": "emtrack", "version": "1", "facility": "lab",
+        "backend": "lab/h:1", "subject": "alice", "issuer": "https://issuer", "n_requests": n,
+        "n_inferences": 10 * n, "first_seen": when, "last_seen": when,
+    }  # fmt: skip
+
+
+def test_usage_keeps_every_dataset_across_the_dataset_key_migration(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(db_url, "0002_consistency", engine=engine)
+        with engine.begin() as connection:
+            connection.execute(insert(m.Usage), [_usage("job-1", "dune:a", 1, 1), _usage("job-2", "", 2, 2)])
+        migrate.upgrade(db_url, engine=engine)
+        with engine.begin() as connection:  # the same job with a second dataset is a row of its own
+            connection.execute(insert(m.Usage), [_usage("job-1", "dune:b", 3, 3)])
+            assert connection.execute(select(m.Usage.dataset).where(m.Usage.job_id == "job-1")).all() == [
+                ("dune:a",),
+                ("dune:b",),
+            ]
+        # Down again, the old key cannot tell them apart: one row, counts summed, the later dataset.
+        migrate.downgrade(db_url, "0002_consistency", engine=engine)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT job_id, dataset, n_requests, n_inferences FROM usage ORDER BY job_id")
+            ).all()
+        assert [tuple(r) for r in rows] == [("job-1", "dune:b", 4, 40), ("job-2", "", 2, 20)]
+    finally:
+        engine.dispose()

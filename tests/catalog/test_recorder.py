@@ -100,3 +100,28 @@ async def test_outage_keeps_events_until_the_database_is_back(db_url: str, migra
     dead.dispose()
     [usage] = rows(migrated_engine)
     assert usage.n_requests == 4
+
+
+async def test_one_job_with_two_datasets_keeps_both(migrated_engine: Engine) -> None:
+    recorder = BatchedUsageRecorder(interval_s=60)
+    await recorder.start(migrated_engine)
+    recorder.record(event(dataset="dune:run_a", n=5))
+    recorder.record(event(dataset="dune:run_b", n=7))
+    await recorder.flush()
+    recorder.record(event(dataset="dune:run_a", n=1))  # a later batch adds to the right row
+    await recorder.stop()
+    got = {u.dataset: (u.n_requests, u.n_inferences) for u in rows(migrated_engine)}
+    assert got == {"dune:run_a": (2, 6), "dune:run_b": (1, 7)}
+
+
+async def test_names_the_database_would_refuse_do_not_block_the_batch(migrated_engine: Engine) -> None:
+    """Tags come from callers' headers: one value too long for its column (or with a NUL) must not
+    fail the whole batch forever (PostgreSQL refuses both)."""
+    recorder = BatchedUsageRecorder(interval_s=60)
+    await recorder.start(migrated_engine)
+    recorder.record(event(job="j" * 1000, dataset="d\x00" * 600))
+    recorder.record(event(job="job-ok"))
+    assert await recorder.flush() == 2
+    await recorder.stop()
+    got = {u.job_id: u.dataset for u in rows(migrated_engine)}
+    assert got == {"j" * 256: "d" * 512, "job-ok": "protodune-sp:np04_reco_run5387"}
