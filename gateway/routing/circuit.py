@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.state.base import SharedState
@@ -29,9 +30,17 @@ class _Circuit:
 
 class CircuitBreaker:
     def __init__(
-        self, state: SharedState, failure_threshold: int = 3, base_s: float = 1.0, max_s: float = 60.0
+        self,
+        state: SharedState,
+        failure_threshold: int = 3,
+        base_s: float = 1.0,
+        max_s: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` must be the one ``state`` measures ejections with (both monotonic by default)."""
         self.state = state
+        self._clock = clock
         self.failure_threshold = failure_threshold
         self.base_s = base_s
         self.max_s = max_s
@@ -45,7 +54,7 @@ class CircuitBreaker:
 
     def available(self, backend_id: str) -> bool:
         """May a request go to ``backend_id`` now? (No side effect: see :meth:`dispatched`.)"""
-        if self.state.ejected_until(backend_id) > time.monotonic():
+        if self.state.ejected_until(backend_id) > self._clock():
             return False
         circuit = self._circuits.get(backend_id)
         return circuit is None or not (circuit.ejections and circuit.trial)
@@ -88,10 +97,10 @@ class CircuitBreaker:
         circuit = self._circuits.get(backend_id)
         if circuit is None or not circuit.ejections:
             return
-        if self.state.ejected_until(backend_id) <= time.monotonic():
+        if self.state.ejected_until(backend_id) <= self._clock():
             log.info("backend %s passed its health probe after ejection: back in service", backend_id)
             circuit.ejections = circuit.failures = 0
             circuit.trial = False
 
     def ejected(self, backend_id: str) -> bool:
-        return self.state.ejected_until(backend_id) > time.monotonic()
+        return self.state.ejected_until(backend_id) > self._clock()

@@ -46,7 +46,7 @@ class SharedState(Protocol):
     def eject(self, backend_id: str, duration_s: float) -> None: ...
 
     def ejected_until(self, backend_id: str) -> float:
-        """``time.monotonic()`` value until which ``backend_id`` is ejected (0.0: not ejected)."""
+        """Monotonic time (the state's clock) until which ``backend_id`` is ejected (0.0: not ejected)."""
         ...
 
     # -- rate-limit buckets --------------------------------------------------------------------------

@@ -19,14 +19,15 @@ from gateway.core.identity import Principal
 from gateway.errors import ResourceExhausted
 from gateway.limits.limiter import RateLimiter
 from gateway.state.memory import InMemoryState
+from tests.support.clock import FakeClock
 from tests.support.fake_triton import FakeTriton
 
 ALICE = Principal("https://iss", "alice", groups=frozenset({"/dune/reco", "/dune"}))
 BOB = Principal("https://iss", "bob", groups=frozenset({"/dune/reco"}))
 
 
-def _limiter(**limits: object) -> RateLimiter:
-    return RateLimiter(LimitSettings.model_validate(limits), InMemoryState())
+def _limiter(clock: FakeClock | None = None, **limits: object) -> RateLimiter:
+    return RateLimiter(LimitSettings.model_validate(limits), InMemoryState(clock=clock or FakeClock()))
 
 
 async def test_no_limits_configured_admits_everything() -> None:
@@ -37,24 +38,34 @@ async def test_no_limits_configured_admits_everything() -> None:
 
 
 async def test_each_subject_has_its_own_bucket_and_overrides_apply() -> None:
+    clock = FakeClock()
     limiter = _limiter(
+        clock,
         default={"inferences_per_s": 1, "burst_s": 10},
         subjects={"bob": {"inferences_per_s": 2, "burst_s": 10}},
     )
     await limiter.admit(ALICE, 10, 0)
     with pytest.raises(ResourceExhausted, match="rate limit reached for subject 'alice'") as err:
         await limiter.admit(ALICE, 1, 0)
-    assert err.value.retry_after_s is not None
-    assert 0.9 < err.value.retry_after_s <= 1.0
+    assert err.value.retry_after_s == 1.0  # one inference at 1/s
     await limiter.admit(BOB, 20, 0)  # bob's own, larger bucket: alice's use does not count
+    clock.step(0.75)
+    with pytest.raises(ResourceExhausted) as err:
+        await limiter.admit(ALICE, 1, 0)
+    assert err.value.retry_after_s == 0.25  # what is left of the wait, not a fresh one
+    clock.step(0.25)
+    await limiter.admit(ALICE, 1, 0)  # the refused calls took nothing: exactly on time it passes
 
 
 async def test_a_group_bucket_is_shared_by_its_members() -> None:
-    limiter = _limiter(groups={"/dune/reco": {"bytes_per_s": 1000, "burst_s": 1}})
+    clock = FakeClock()
+    limiter = _limiter(clock, groups={"/dune/reco": {"bytes_per_s": 1000, "burst_s": 1}})
     await limiter.admit(ALICE, 1, 600)
     with pytest.raises(ResourceExhausted, match=r"groups \['/dune/reco'\]") as err:
         await limiter.admit(BOB, 1, 600)
-    assert err.value.retry_after_s == pytest.approx(0.2, abs=0.01)
+    assert err.value.retry_after_s == 0.2  # 200 bytes short at 1000 bytes/s
+    clock.step(0.2)
+    await limiter.admit(BOB, 1, 600)
     await limiter.admit(Principal("https://iss", "carol"), 1, 10**6)  # not a member: no limit
 
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 from gateway.routing.circuit import CircuitBreaker
 from gateway.state.memory import InMemoryState
+from tests.support.clock import FakeClock
 
 
-def _wait_out(breaker: CircuitBreaker, backend_id: str) -> None:
-    left = breaker.state.ejected_until(backend_id) - time.monotonic()
-    if left > 0:
-        time.sleep(left + 0.005)
+def _breaker(
+    clock: FakeClock, failure_threshold: int, base_s: float, max_s: float = 60.0
+) -> tuple[CircuitBreaker, InMemoryState]:
+    state = InMemoryState(clock=clock)
+    return CircuitBreaker(state, failure_threshold, base_s, max_s, clock=clock), state
 
 
 def test_consecutive_failures_eject_and_a_success_in_between_resets_the_count() -> None:
-    breaker = CircuitBreaker(InMemoryState(), failure_threshold=3, base_s=0.05, max_s=1)
+    clock = FakeClock()
+    breaker, _ = _breaker(clock, failure_threshold=3, base_s=1.0, max_s=10.0)
     breaker.failed("a", "refused")
     breaker.failed("a", "refused")
     breaker.succeeded("a")
@@ -28,41 +29,47 @@ def test_consecutive_failures_eject_and_a_success_in_between_resets_the_count() 
 
 
 def test_ejection_grows_exponentially_up_to_the_cap_and_half_open_allows_one_trial() -> None:
-    state = InMemoryState()
-    breaker = CircuitBreaker(state, failure_threshold=1, base_s=0.02, max_s=0.07)
+    clock = FakeClock(1000.0)
+    breaker, state = _breaker(clock, failure_threshold=1, base_s=2.0, max_s=7.0)
     lengths = []
     for _ in range(4):
-        start = time.monotonic()
         breaker.failed("a", "UNAVAILABLE")
-        lengths.append(state.ejected_until("a") - start)
-        _wait_out(breaker, "a")
+        lengths.append(state.ejected_until("a") - clock())
+        clock.step(lengths[-1] - 0.5)
+        assert not breaker.available("a")  # still ejected half a second before the end
+        clock.step(0.5)
         # Half-open: one trial at a time.
         assert breaker.available("a")
         breaker.dispatched("a")
         assert not breaker.available("a")
-    assert [round(x, 2) for x in lengths] == [0.02, 0.04, 0.07, 0.07]
+    assert lengths == [2.0, 4.0, 7.0, 7.0]
     breaker.succeeded("a")  # the trial answered: closed, interval reset
     assert breaker.available("a")
     breaker.failed("a", "UNAVAILABLE")
-    assert state.ejected_until("a") - time.monotonic() <= 0.02
+    assert state.ejected_until("a") == clock() + 2.0
 
 
 def test_a_trial_that_ends_without_an_answer_frees_the_slot_for_another() -> None:
-    breaker = CircuitBreaker(InMemoryState(), failure_threshold=1, base_s=0.01)
+    clock = FakeClock()
+    breaker, _ = _breaker(clock, failure_threshold=1, base_s=1.0)
     breaker.failed("a", "refused")
-    _wait_out(breaker, "a")
+    clock.step(1.0)
     breaker.dispatched("a")
     breaker.finished("a")  # cancelled by the client
     assert breaker.available("a")
 
 
 def test_a_health_probe_closes_the_circuit_only_after_the_ejection() -> None:
-    state = InMemoryState()
-    breaker = CircuitBreaker(state, failure_threshold=1, base_s=0.05)
+    clock = FakeClock(1000.0)
+    breaker, state = _breaker(clock, failure_threshold=1, base_s=4.0)
     breaker.failed("a", "refused")
+    breaker.failed("a", "refused")  # the half-open trial failed too: 8 s now
+    assert state.ejected_until("a") == 1008.0
+    clock.step(7.0)
     breaker.probe_succeeded("a")  # too early: the ejection stands
     assert breaker.ejected("a")
-    _wait_out(breaker, "a")
+    clock.step(1.0)
+    assert not breaker.ejected("a")
     breaker.probe_succeeded("a")
     breaker.failed("a", "refused")  # closed again, so this is a first ejection: base length
-    assert state.ejected_until("a") - time.monotonic() <= 0.05
+    assert state.ejected_until("a") == 1008.0 + 4.0
