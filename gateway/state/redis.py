@@ -11,9 +11,12 @@ round trip old (100 ms by default). The routing decision itself never waits on R
 Rate buckets are the exception: a limit must hold across processes, so ``take`` runs a Lua script
 per limited request (atomic on the Redis server, one round trip).
 
-Redis failing is not the gateway failing: load state fails OPEN (a warning, the
-``sonic_gateway_shared_state_errors_total`` counter, and routing on this process's own counts) and
-rate limits fall back to per-process buckets until Redis answers again.
+Redis failing is not the gateway failing: load state fails OPEN (routing on this process's own
+counts) and rate limits fall back to per-process buckets. A failure is remembered: for
+``backoff_s`` afterwards Redis is not tried at all, so a hung Redis (each try costs ``timeout_s``)
+does not slow every rate-limited request; then one operation (usually the background sync) tries
+it again while the others still go on locally. One warning per outage, one info when it ends, and
+``sonic_gateway_shared_state_errors_total{operation}`` counts every operation that went on locally.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.core.periodic import Periodic
@@ -123,7 +128,8 @@ def state_errors(registry: CollectorRegistry) -> Counter:
     """``sonic_gateway_shared_state_errors_total{operation}``, created once per registry."""
     return Counter(
         "sonic_gateway_shared_state_errors",
-        "Shared-state (Redis) operations that failed; the gateway went on with local state",
+        "Shared-state (Redis) operations that failed, or were not tried because Redis failed moments "
+        "before; the gateway went on with local state",
         ["operation"],
         registry=registry,
     )
@@ -139,12 +145,16 @@ class RedisState:
         ttl_s: float = 2.0,
         timeout_s: float = 0.5,
         metrics_registry: CollectorRegistry | None = None,
+        backoff_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.sync_interval_s = sync_interval_s
         self.ttl_s = max(ttl_s, 3 * sync_interval_s)
         self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self._clock = clock
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._errors = state_errors(metrics_registry)
         self._local: defaultdict[str, int] = defaultdict(int)
@@ -152,9 +162,10 @@ class RedisState:
         self._ejected: dict[str, float] = {}
         self._to_publish: dict[str, float] = {}  # backend -> monotonic until, not yet in Redis
         self._last_sync = 0.0
-        self._failing: set[str] = set()
+        self._down = False  # an outage is on: warned once, and only one operation at a time tries
+        self._skip_until = 0.0  # clock time before which Redis is not tried
         # Used only while Redis fails: per-process buckets (limits loosen, they do not vanish).
-        self._fallback = InMemoryState()
+        self._fallback = InMemoryState(clock=clock)
         self._client: aioredis.Redis | None = None
         self._sync_script: Any = None
         self._take_script: Any = None
@@ -165,7 +176,11 @@ class RedisState:
 
     async def start(self) -> None:
         self._client = aioredis.Redis.from_url(
-            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+            self.url,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            # One attempt per operation: when to try again is the back-off's decision, not redis-py's.
+            retry=Retry(NoBackoff(), 0),
         )
         self._sync_script = self._client.register_script(_SYNC)
         self._take_script = self._client.register_script(_TAKE)
@@ -196,7 +211,7 @@ class RedisState:
 
     # -- circuits ----------------------------------------------------------------------------------
     def eject(self, backend_id: str, duration_s: float) -> None:
-        until = time.monotonic() + duration_s
+        until = self._clock() + duration_s
         if until > self._ejected.get(backend_id, 0.0):
             self._ejected[backend_id] = until
             self._to_publish[backend_id] = until
@@ -205,26 +220,44 @@ class RedisState:
         return self._ejected.get(backend_id, 0.0)
 
     # -- sync --------------------------------------------------------------------------------------
+    def _skipping(self, operation: str) -> bool:
+        """Go on locally without trying Redis (it failed less than ``backoff_s`` ago)?"""
+        if self._clock() < self._skip_until:
+            self._errors.labels(operation).inc()
+            return True
+        if self._down:
+            # This operation is the one that tries Redis again; the others keep going on locally
+            # until it has an answer, so a hung Redis costs one timeout per back-off, not one each.
+            self._skip_until = self._clock() + self.backoff_s
+        return False
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._errors.labels(operation).inc()
-        if operation not in self._failing:
-            self._failing.add(operation)
+        self._skip_until = self._clock() + self.backoff_s
+        if not self._down:
+            self._down = True
             log.warning(
-                "shared state in Redis failed (%s: %s); going on with this process's own state",
+                "shared state in Redis failed (%s: %s); going on with this process's own state, "
+                "trying Redis again every %.1f s",
                 operation,
                 exc,
+                self.backoff_s,
             )
 
-    def _recovered(self, operation: str) -> None:
-        if operation in self._failing:
-            self._failing.discard(operation)
-            log.info("shared state in Redis works again (%s)", operation)
+    def _recovered(self) -> None:
+        if self._down:
+            self._down = False
+            self._skip_until = 0.0
+            log.info("shared state in Redis works again")
 
     async def sync(self) -> None:
         """Publish this process's counts and ejections; read the others'. Never raises."""
         if self._client is None:
             return
-        now = time.monotonic()
+        now = self._clock()
+        if self._skipping("sync"):
+            self._drop_stale(now)
+            return
         load = [(b, n) for b, n in self._local.items() if n]
         ejections = [(b, u - now) for b, u in self._to_publish.items() if u > now]
         args: list[str | int] = [
@@ -242,11 +275,9 @@ class RedisState:
             others, circuits = await self._sync_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._failed("sync", exc)
-            # Fail open: counts we can no longer refresh are dropped, not trusted forever.
-            if now - self._last_sync > self.ttl_s:
-                self._others = {}
+            self._drop_stale(now)
             return
-        self._recovered("sync")
+        self._recovered()
         self._to_publish.clear()
         self._last_sync = now
         self._others = {
@@ -258,11 +289,16 @@ class RedisState:
             if until > self._ejected.get(backend_id, 0.0):
                 self._ejected[backend_id] = until
 
+    def _drop_stale(self, now: float) -> None:
+        # Fail open: the others' counts we can no longer refresh are dropped, not trusted forever.
+        if now - self._last_sync > self.ttl_s:
+            self._others = {}
+
     # -- rate limits -------------------------------------------------------------------------------
     async def take(self, charges: Sequence[Charge]) -> float:
         if not charges:
             return 0.0
-        if self._client is None:
+        if self._client is None or self._skipping("rate_limit"):
             return await self._fallback.take(charges)
         args: list[float] = []
         for charge in charges:
@@ -272,5 +308,5 @@ class RedisState:
         except (RedisError, OSError) as exc:
             self._failed("rate_limit", exc)
             return await self._fallback.take(charges)
-        self._recovered("rate_limit")
+        self._recovered()
         return float(wait)

@@ -10,17 +10,27 @@ import pytest
 from gateway.state import SharedState
 from gateway.state.memory import InMemoryState
 from gateway.state.redis import RedisState
+from tests.support.clock import FakeClock
 from tests.support.redis import delete_prefix, redis_url, unique_prefix
 
 
 @dataclass
 class StateKit:
-    """``state`` is this process's view; ``peer()`` another process's (the same object in memory)."""
+    """``state`` is this process's view; ``peer()`` another process's (the same object in memory).
+
+    ``clock`` is every view's local monotonic clock. Redis buckets and the ejections read back from
+    Redis run on the Redis server's clock instead, which no test can stop: :meth:`expect` allows
+    for the real time that passes around a round trip there, and nothing in memory.
+    """
 
     kind: str
     state: SharedState
     peer: Callable[[], Awaitable[SharedState]]
+    clock: FakeClock
     opened: list[SharedState] = field(default_factory=list)
+
+    def expect(self, value: float) -> object:
+        return value if self.kind == "memory" else pytest.approx(value, abs=1.0)
 
     async def settle(self) -> None:
         """Let every view see the others (a sync round in Redis; nothing to do in memory)."""
@@ -34,13 +44,14 @@ class StateKit:
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[StateKit]:
+    clock = FakeClock()
     if request.param == "memory":
-        memory = InMemoryState()
+        memory = InMemoryState(clock=clock)
 
         async def same() -> SharedState:
             return memory
 
-        kit = StateKit("memory", memory, same, [memory])
+        kit = StateKit("memory", memory, same, clock, [memory])
         yield kit
         return
     url = redis_url()
@@ -49,13 +60,13 @@ async def kit(request: pytest.FixtureRequest) -> AsyncIterator[StateKit]:
 
     async def open_view() -> SharedState:
         # A long interval: tests call settle() instead of waiting for the background loop.
-        view = RedisState(url, prefix=prefix, sync_interval_s=30, ttl_s=60)
+        view = RedisState(url, prefix=prefix, sync_interval_s=30, ttl_s=60, clock=clock)
         await view.start()
         opened.append(view)
         return view
 
     first = await open_view()
-    kit = StateKit("redis", first, open_view, opened)
+    kit = StateKit("redis", first, open_view, clock, opened)
     try:
         yield kit
     finally:
