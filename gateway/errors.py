@@ -22,6 +22,19 @@ class GatewayError(Exception):
         self.message = message
 
 
+# How much of a client-supplied name an error message repeats: a message is sent back as gRPC
+# status details (a header, 8 KiB by default on the client), so echoing a huge name would turn the
+# answer into a client-side RESOURCE_EXHAUSTED.
+ECHO_LIMIT = 200
+
+
+def echo(value: str, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters (the cut is said)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 class InvalidArgument(GatewayError):
     """The request is malformed (bad protobuf, missing model name, bad JSON)."""
 

@@ -3,7 +3,9 @@
 The gateway forwards inference payloads as the bytes the client sent; decoding the whole protobuf
 would copy every tensor. This walks the top-level protobuf wire format and reads only the small
 fields (model name/version, id, parameters, the first input's shape), skipping tensor contents by
-length without touching them.
+length without touching them. It also reads every input's and output's parameters: a request that
+names a shared-memory region is refused, because regions on a facility's Triton belong to whoever
+registered them locally (a token holder must not read or write them through the gateway).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from gateway.errors import InvalidArgument
+from gateway.errors import InvalidArgument, echo
 
 # Wire types of the protobuf encoding.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -95,23 +97,57 @@ def _parameter(buf: memoryview, start: int, end: int) -> str | int | float | boo
     return None
 
 
-def _first_dim(buf: memoryview, start: int, end: int) -> int:
-    """First element of InferInputTensor.shape (field 3, packed or not)."""
+# Triton reads shared_memory_region/_offset/_byte_size from a tensor's parameters; any key of the
+# family is refused so that a future one is too.
+SHARED_MEMORY_PREFIX = "shared_memory"
+
+
+def shared_memory_refused(key: str, kind: str = "", tensor: str = "") -> InvalidArgument:
+    """The one refusal both frontends give a request that names shared memory."""
+    where = f"{kind} {echo(tensor)}" if kind else "the request"
+    return InvalidArgument(
+        f"shared memory is not available through the gateway ({where} has the parameter {echo(key)}); "
+        "send the tensor data in the request instead"
+    )
+
+
+def _tensor(buf: memoryview, start: int, end: int, kind: str) -> int:
+    """Check one InferInputTensor (``kind`` "input") or InferRequestedOutputTensor ("output").
+
+    Returns the first element of an input's shape (field 3, packed or not; 0 when absent). Every
+    parameters entry is looked at, wherever it sits and however often a key repeats: protobuf keeps
+    the last of repeated keys, so checking only one would let a later one through. The tensor
+    contents (input field 5) are skipped by length.
+    """
+    params_field = 4 if kind == "input" else 2
+    name = ""
+    first_dim = -1
+    keys: list[str] = []
     for number, wire, a, b in _fields(buf, start, end):
-        if number == 3 and wire == _LEN:
-            if a == b:
-                return 0
-            value, _ = _varint(buf, a, b)
-            return value
-        if number == 3 and wire == _VARINT:
-            return a
-    return 0
+        if wire != _LEN and not (kind == "input" and number == 3 and wire == _VARINT):
+            continue
+        if number == 1:
+            name = _text(buf, a, b, f"an {kind} name")
+        elif number == params_field:
+            for n, w, x, y in _fields(buf, a, b):
+                if n == 1 and w == _LEN:
+                    keys.append(_text(buf, x, y, "a parameter name"))
+        elif kind == "input" and number == 3 and first_dim < 0:
+            if wire == _VARINT:
+                first_dim = a
+            elif a < b:
+                first_dim, _ = _varint(buf, a, b)
+    for key in keys:
+        if key.startswith(SHARED_MEMORY_PREFIX):
+            raise shared_memory_refused(key, kind, name)
+    return max(first_dim, 0)
 
 
 def parse_infer_request(data: bytes | memoryview) -> InferRequestHeader:
     """Read the routing header of a serialized ``inference.ModelInferRequest``.
 
-    Raises :class:`InvalidArgument` for bytes that are not a well-formed request or lack a model name.
+    Raises :class:`InvalidArgument` for bytes that are not a well-formed request, lack a model name,
+    or name shared memory on any input or output.
     """
     buf = memoryview(data)
     header = InferRequestHeader()
@@ -135,9 +171,13 @@ def parse_infer_request(data: bytes | memoryview) -> InferRequestHeader:
                     value = _parameter(buf, x, y)
             if key and value is not None:
                 header.parameters[key] = value
-        elif number == 5 and not first_input_seen:
-            first_input_seen = True
-            header.batch_size = _first_dim(buf, a, b)
+        elif number == 5:
+            first_dim = _tensor(buf, a, b, "input")
+            if not first_input_seen:
+                first_input_seen = True
+                header.batch_size = first_dim
+        elif number == 6:
+            _tensor(buf, a, b, "output")
     if not header.model_name:
         raise InvalidArgument("malformed request: model_name is empty; name the model to run")
     return header

@@ -71,3 +71,96 @@ def test_response_version_and_stream_wrapping_round_trip() -> None:
     wrapped = service_pb2.ModelStreamInferResponse.FromString(wrap_stream_response(raw))
     assert wrapped.infer_response == response
     assert service_pb2.ModelStreamInferResponse.FromString(stream_error_response("no")).error_message == "no"
+
+
+# -- shared memory is refused: regions on a facility's Triton belong to its local clients -----------------
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _varint((number << 3) | wire)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _len(number: int, payload: bytes) -> bytes:
+    return _key(number, 2) + _varint(len(payload)) + payload
+
+
+def _string_param(key: str, value: str) -> bytes:
+    """One map<string, InferParameter> entry: key (1), value (2) = InferParameter{string_param (3)}."""
+    return _len(1, key.encode()) + _len(2, _len(3, value.encode()))
+
+
+@pytest.mark.parametrize("key", ["shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"])
+def test_input_naming_shared_memory_is_refused(key: str) -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4])
+    tensor.parameters[key].string_param = "victim_region"
+    with pytest.raises(InvalidArgument, match="shared memory is not available through the gateway") as err:
+        parse_infer_request(request.SerializeToString())
+    assert "input 'INPUT0'" in err.value.message
+    assert key in err.value.message
+
+
+def test_output_naming_shared_memory_is_refused() -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(bytes(16))
+    out = request.outputs.add(name="OUTPUT0")
+    out.parameters["shared_memory_region"].string_param = "victim_region"
+    out.parameters["shared_memory_byte_size"].int64_param = 16
+    with pytest.raises(InvalidArgument, match="output 'OUTPUT0'"):
+        parse_infer_request(request.SerializeToString())
+
+
+def test_shared_memory_on_a_later_input_is_refused() -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="a", datatype="FP32", shape=[2]).contents.fp32_contents.extend([1.0, 2.0])
+    later = request.inputs.add(name="b", datatype="FP32", shape=[2])
+    later.parameters["shared_memory_region"].string_param = "r"
+    with pytest.raises(InvalidArgument, match="input 'b'"):
+        parse_infer_request(request.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        # parameters before the name, contents in between
+        _len(4, _string_param("shared_memory_region", "r")) + _len(5, _len(6, bytes(8))) + _len(1, b"x"),
+        # the map entry's value before its key
+        _len(4, _len(2, _len(3, b"r")) + _len(1, b"shared_memory_region")) + _len(1, b"x"),
+        # the key twice in one entry: protobuf keeps the last one
+        _len(4, _len(1, b"harmless") + _len(2, _len(3, b"r")) + _len(1, b"shared_memory_region")),
+        # a harmless entry after the refused one
+        _len(4, _string_param("shared_memory_region", "r")) + _len(4, _string_param("binary", "1")),
+    ],
+    ids=["params-first", "value-before-key", "key-repeated", "entry-after"],
+)
+def test_shared_memory_is_found_in_any_field_order(tensor: bytes) -> None:
+    raw = _len(5, tensor) + _len(1, b"m")  # the input even precedes the model name
+    with pytest.raises(InvalidArgument, match="shared memory is not available"):
+        parse_infer_request(raw)
+
+
+def test_ordinary_parameters_on_tensors_pass_and_keep_the_batch_size() -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[7, 2])
+    tensor.parameters["binary_data_size"].int64_param = 56
+    request.outputs.add(name="y").parameters["classification"].int64_param = 2
+    assert parse_infer_request(request.SerializeToString()).batch_size == 7
+
+
+def test_refusal_message_is_bounded_for_a_huge_tensor_name() -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x" * 100_000).parameters["shared_memory_region"].string_param = "r"
+    with pytest.raises(InvalidArgument) as err:
+        parse_infer_request(request.SerializeToString())
+    assert len(err.value.message) < 1000
+    assert "100000 characters" in err.value.message

@@ -226,3 +226,32 @@ async def test_provenance_tags_are_recorded(gw: Gateway, client: tc.InferenceSer
         "1",
         3,
     )
+
+
+def _shm_inputs() -> list[tc.InferInput]:
+    inp = tc.InferInput("x", [3, 2], "FP32")
+    inp.set_shared_memory("victim_region", 24)  # a region some local client registered at the facility
+    return [inp]
+
+
+async def test_inference_naming_shared_memory_is_refused_and_never_forwarded(
+    fakes: list[FakeTriton], client: tc.InferenceServerClient
+) -> None:
+    with pytest.raises(InferenceServerException) as err:
+        await client.infer("toy", _shm_inputs())
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "shared memory is not available through the gateway" in err.value.message()
+    output = tc.InferRequestedOutput("SERVED_BY")
+    output.set_shared_memory("victim_region", 64)
+    with pytest.raises(InferenceServerException) as err:
+        await client.infer("toy", _inputs(), outputs=[output])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+    async def requests() -> AsyncIterator[dict[str, object]]:
+        yield {"model_name": "toy", "inputs": _shm_inputs(), "request_id": "s"}
+
+    answers = [(r, e) async for r, e in client.stream_infer(requests())]
+    assert len(answers) == 1
+    assert answers[0][0] is None
+    assert "shared memory is not available" in str(answers[0][1])
+    assert sum(f.script.infer_count for f in fakes) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -183,8 +184,6 @@ async def test_backend_error_answer_is_passed_through(mock: respx.MockRouter, pa
 
 
 async def test_compressed_bodies_pass_through_untouched(mock: respx.MockRouter, pair: Any) -> None:
-    import gzip
-
     _, https, client = pair
     answer = gzip.compress(OK_HEADER)
     routes = [
@@ -329,3 +328,37 @@ def test_error_response_shapes() -> None:
     r = error_response(PermissionDenied("needs group /dune"))
     assert r.status_code == 403
     assert r.headers["www-authenticate"].startswith('Bearer error="insufficient_scope"')
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (
+            b'{"inputs":[{"name":"x","shape":[7,2],"datatype":"FP32",'
+            b'"parameters":{"shared_memory_region":"victim","shared_memory_byte_size":56}}]}',
+            {},
+        ),
+        (
+            b'{"inputs":[{"name":"x","shape":[7,2],"datatype":"FP32","parameters":{"binary_data_size":56}}],'
+            b'"outputs":[{"name":"y","parameters":{"\\u0073hared_memory_region":"victim"}}]}',
+            {"inference-header-content-length": "LENGTH"},
+        ),
+    ],
+    ids=["json-input", "binary-extension-escaped-output"],
+)
+async def test_inference_naming_shared_memory_is_refused_and_never_forwarded(
+    mock: respx.MockRouter, pair: Any, body: bytes, headers: dict[str, str]
+) -> None:
+    _, https, client = pair
+    routes = [_route(mock, http).mock(return_value=_ok()) for http in https]
+    headers = {k: str(len(body)) if v == "LENGTH" else v for k, v in headers.items()}
+    for content in (body + bytes(56), gzip.compress(body + bytes(56))):
+        encoding = {"content-encoding": "gzip"} if content[:2] == b"\x1f\x8b" else {}
+        r = await client.post("/v2/models/toy/infer", content=content, headers={**headers, **encoding})
+        assert r.status_code == 400, r.text
+        assert "shared memory is not available through the gateway" in r.json()["error"]
+    assert sum(route.call_count for route in routes) == 0
+    r = await client.post(
+        "/v2/models/toy/infer", content=BODY, headers={"inference-header-content-length": str(len(HEADER))}
+    )
+    assert r.status_code == 200

@@ -13,10 +13,8 @@ import functools
 import json
 import logging
 import math
-import re
 import time
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +38,7 @@ from gateway.errors import (
     Unimplemented,
     status_of,
 )
+from gateway.frontends.http.infer_body import batch_size, refuse_shared_memory, served_version
 from gateway.frontends.statistics import merge_statistics
 from gateway.observability.observer import InferenceSpan
 from gateway.routing.backend import Backend
@@ -58,10 +57,6 @@ _FORWARDED = (
 # Backend headers returned to the client.
 _RETURNED = ("content-type", "inference-header-content-length", "content-encoding")
 _HEADER_LENGTH = "inference-header-content-length"
-# How much of a compressed JSON header part is inflated to find the batch size / served version.
-_SCAN_LIMIT = 1 << 20
-_SHAPE = re.compile(rb'"inputs"\s*:\s*\[\s*\{[^{]*?"shape"\s*:\s*\[\s*(\d+)')
-_MODEL_VERSION = re.compile(rb'"model_version"\s*:\s*"([^"]*)"')
 
 
 def error_response(exc: GatewayError) -> Response:
@@ -88,38 +83,6 @@ def _relay(answer: BackendResponse, request_id: str) -> Response:
     headers["x-request-id"] = request_id
     media = headers.pop("content-type", None)
     return Response(answer.body, status_code=answer.status, headers=headers, media_type=media)
-
-
-def _json_part(body: bytes, header_length: str | None, encoding: str | None) -> bytes | memoryview:
-    """The JSON header part of a (possibly binary, possibly compressed) body, at most ~1 MiB of it.
-
-    A view, not a slice: this runs on every request and every response, and slicing bytes copies.
-    """
-    limit = _SCAN_LIMIT
-    if header_length and header_length.isdigit():
-        limit = min(limit, int(header_length))
-    if encoding in ("gzip", "deflate"):
-        try:
-            # 32 + MAX_WBITS: accept gzip and zlib framing; raw deflate is tried next.
-            return zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(body, limit)
-        except zlib.error:
-            try:
-                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
-            except zlib.error:
-                return b""
-    if encoding and encoding != "identity":
-        return b""
-    return memoryview(body)[:limit]
-
-
-def batch_size(body: bytes, header_length: str | None, encoding: str | None) -> int:
-    match = _SHAPE.search(_json_part(body, header_length, encoding))
-    return int(match.group(1)) if match else 0
-
-
-def served_version(body: bytes, header_length: str | None, encoding: str | None) -> str:
-    match = _MODEL_VERSION.search(_json_part(body, header_length, encoding))
-    return match.group(1).decode("utf-8", "replace") if match else ""
 
 
 def _numbers(value: Any) -> Any:
@@ -254,7 +217,9 @@ class KServeHttp:
             self.dataplane.check_servable(model, version, "http")
             body = await self.read_body(request)
             span.request_bytes = len(body)
-            items = batch_size(body, h.get(_HEADER_LENGTH), h.get("content-encoding"))
+            header_length, encoding = h.get(_HEADER_LENGTH), h.get("content-encoding")
+            refuse_shared_memory(body, header_length, encoding, self.max_body_bytes)
+            items = batch_size(body, header_length, encoding)
             await self.dataplane.admit(principal, items, len(body))  # rate limits
             answer, backend, ctx, principal = await self.model_call(
                 request, model, version, "POST", "/infer", body, (ctx, headers, principal), span
