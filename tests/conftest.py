@@ -19,6 +19,10 @@ from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Most tests drive the Python frontends (the slow path) directly; tests of the Envoy data plane
+# (tests/envoy/) turn it on explicitly, which overrides this.
+os.environ.setdefault("SONIC_GATEWAY_ENVOY__ENABLED", "false")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # In CI the real services are required: a skipped database or Redis test is a failure there.

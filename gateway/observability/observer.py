@@ -29,6 +29,7 @@ from gateway.routing.registry import Registry
 if TYPE_CHECKING:
     from gateway.core.dataplane import CallContext
     from gateway.core.identity import Principal
+    from gateway.envoy.usage import FastPathRequest
 
 T = TypeVar("T")
 UNKNOWN_ISSUER = "unknown"  # as sonic_gateway_token_validations_total says it
@@ -36,6 +37,16 @@ access_log = logging.getLogger("gateway.access")
 log = logging.getLogger(__name__)
 
 # A backend's HTTP answer -> outcome (lower-case gRPC status name, as for gRPC); others "unknown".
+# A backend's gRPC status as the HTTP status the metrics' "code" label uses (Triton's own mapping).
+_GRPC_AS_HTTP = {
+    "INVALID_ARGUMENT": "400",
+    "NOT_FOUND": "404",
+    "RESOURCE_EXHAUSTED": "429",
+    "UNAVAILABLE": "503",
+    "DEADLINE_EXCEEDED": "504",
+    "CANCELLED": "499",
+    "UNIMPLEMENTED": "501",
+}
 _HTTP_OUTCOME = {
     200: "ok",
     400: "invalid_argument",
@@ -262,6 +273,32 @@ class InferenceObserver:
         self.in_flight(span.frontend).dec()
         if exc is not None:
             span.outcome, span.code = self._failure(span, exc)
+        self._record(span, elapsed)
+
+    def observe_fast_path(
+        self, request: FastPathRequest, backend: Backend | None, served_version: str
+    ) -> None:
+        """One request Envoy served without Python (from its access log): same series, same log."""
+        from gateway.core.dataplane import CallContext  # at call time: the core imports this module
+
+        ctx = CallContext(None, request.request_id, request.job_id)
+        span = InferenceSpan(self, request.protocol, ctx, "")
+        span.target(request.model, request.version)
+        span.served_version = served_version
+        span.subject, span.issuer = request.subject, request.issuer
+        span.backend = backend
+        span.attempts = 1 if backend is not None else 0
+        span.backend_s = request.backend_s
+        span.request_bytes, span.response_bytes = request.request_bytes, request.response_bytes
+        if request.ok:
+            span.inferences = request.inferences
+        elif request.protocol == "grpc":
+            span.outcome, span.code = request.code.lower(), _GRPC_AS_HTTP.get(request.code, "500")
+        else:
+            span.outcome, span.code = _HTTP_OUTCOME.get(int(request.code), "unknown"), request.code
+        self._record(span, request.duration_s)
+
+    def _record(self, span: InferenceSpan, elapsed: float) -> None:
         series = self._series_for(span)
         series.outcome(span.outcome, span.code).inc()
         if span.inferences:

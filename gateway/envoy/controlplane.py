@@ -1,0 +1,254 @@
+"""The control plane: keeps Envoy's resources in step with settings, catalog, health and load.
+
+:func:`build_view` is the pure half (registry snapshot + queues + policy -> view); :class:`EnvoyDataPlane`
+owns the Envoy process and republishes the view whenever it changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+from gateway.config import IssuerSettings, LimitSettings, Settings, parse_address
+from gateway.core.periodic import Periodic
+from gateway.envoy.binary import envoy_binary
+from gateway.envoy.files import PushStats, XdsFiles
+from gateway.envoy.render import render_bootstrap
+from gateway.envoy.supervisor import EnvoyProcess
+from gateway.envoy.view import Addresses, DataPlaneView, Endpoint, IssuerRule, ModelView, StaticView
+from gateway.routing.backend import Backend
+from gateway.routing.registry import Snapshot
+
+log = logging.getLogger("gateway.envoy")
+
+ModelGroups = Callable[[str], Collection[str] | None]
+Pending = Callable[[str], dict[str, int]]
+
+
+def provider_name(index: int) -> str:
+    return f"issuer-{index}"
+
+
+def issuer_rules(issuers: list[IssuerSettings]) -> tuple[IssuerRule, ...]:
+    rules = []
+    for i, entry in enumerate(issuers):
+        audiences = list(entry.audience)
+        if entry.allow_any_audience:
+            audiences.append("https://wlcg.cern.ch/jwt/v1/any")
+        rules.append(
+            IssuerRule(
+                issuer=entry.issuer,
+                provider=provider_name(i),
+                profile=entry.profile,
+                audiences=tuple(audiences),
+                algorithms=tuple(entry.algorithms),
+                required_scopes=tuple(entry.required_scopes),
+                groups_claim=entry.effective_groups_claim,
+                max_lifetime_s=entry.max_lifetime_s,
+                leeway_s=entry.leeway_s,
+            )
+        )
+    return tuple(rules)
+
+
+def limits_configured(limits: LimitSettings) -> bool:
+    rates = [limits.default, *limits.subjects.values(), *limits.groups.values()]
+    return any(r.inferences_per_s is not None or r.bytes_per_s is not None for r in rates)
+
+
+def _resolve(host: str) -> str | None:
+    """An IP literal for an endpoint (EDS takes no names); None when it cannot be resolved."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return str(infos[0][4][0]) if infos else None
+
+
+def _endpoint(
+    backend: Backend, address: str, model: str, pending: Pending, resolve: Callable[[str], str | None]
+) -> Endpoint | None:
+    host, port = parse_address(address)
+    ip = resolve(host)
+    if ip is None:
+        return None
+    queue = pending(backend.id).get(model, 0)
+    # Capacity sets the share; a long queue on Triton lowers it until the queue drains.
+    weight = max(1, round(100 * backend.capacity / (1 + queue)))
+    return Endpoint(backend.id, backend.facility, ip, port, weight)
+
+
+def build_view(
+    snapshot: Snapshot,
+    *,
+    pending: Pending,
+    model_groups: ModelGroups,
+    credentialed: Collection[str] = (),
+    fast_path: bool = True,
+    resolve: Callable[[str], str | None] = _resolve,
+) -> DataPlaneView:
+    """The data plane for ``snapshot``: one entry per model some healthy, consistent backend serves.
+
+    A model with any backend that needs the gateway's outbound credentials stays on the Python path
+    (which presents them); so does everything while ``fast_path`` is off.
+    """
+    models = []
+    for name in sorted(snapshot.serving):
+        ids = snapshot.serving[name]
+        if any(i in credentialed for i in ids):
+            continue
+        backends = [snapshot.backends[i] for i in ids]
+        grpc = [e for b in backends if (e := _endpoint(b, b.grpc_address, name, pending, resolve))]
+        http = [
+            e
+            for b in backends
+            if b.http_address and (e := _endpoint(b, b.http_address, name, pending, resolve))
+        ]
+        version_sets = [snapshot.health[b.id].models.get(name, frozenset()) for b in backends]
+        versions = frozenset.intersection(*version_sets) if version_sets else frozenset()
+        groups = model_groups(name)
+        models.append(
+            ModelView(
+                name=name,
+                grpc=tuple(grpc),
+                http=tuple(http),
+                groups=tuple(sorted(groups)) if groups is not None else None,
+                versions=tuple(sorted(versions)),
+            )
+        )
+    return DataPlaneView(models=tuple(models), fast_path=fast_path)
+
+
+class EnvoyDataPlane:
+    """Renders, publishes and supervises; ``sync`` runs every ``sync_interval_s`` (and on wake())."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        control_grpc: tuple[str, int],
+        control_http: tuple[str, int],
+        snapshot: Callable[[], Snapshot],
+        pending: Pending,
+        model_groups: ModelGroups,
+        credentialed: Collection[str],
+        issuers: list[IssuerSettings],
+        auth_enabled: bool,
+    ) -> None:
+        self.settings = settings
+        envoy = settings.envoy
+        self._owned_dir = envoy.work_dir is None
+        self.workdir = Path(envoy.work_dir or tempfile.mkdtemp(prefix="sonic-envoy-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.static = StaticView(
+            addresses=Addresses(
+                public_grpc=parse_address(settings.listen.grpc),
+                public_http=parse_address(settings.listen.http),
+                admin=parse_address(envoy.admin),
+                control_grpc=control_grpc,
+                control_http=control_http,
+            ),
+            issuers=issuer_rules(issuers) if auth_enabled else (),
+            xds_dir=str(self.workdir / "xds"),
+            auth_enabled=auth_enabled,
+            default_timeout_s=settings.routing.default_timeout_s,
+            circuit_failure_threshold=settings.routing.circuit_failure_threshold,
+            circuit_base_ejection_s=settings.routing.circuit_base_ejection_s,
+            circuit_max_ejection_s=settings.routing.circuit_max_ejection_s,
+            drain_time_s=settings.shutdown_grace_s,
+        )
+        self._snapshot = snapshot
+        self._pending = pending
+        self._model_groups = model_groups
+        self._credentialed = frozenset(credentialed)
+        self._fast_path = not limits_configured(settings.limits)
+        if not self._fast_path:
+            log.warning(
+                "rate limits are configured: every inference takes the Python path, which charges the "
+                "shared buckets (Envoy serves only unlimited deployments directly)"
+            )
+        self.files = XdsFiles(self.static)
+        self.view = DataPlaneView()
+        self.last_push = PushStats()
+        self.pushes = 0
+        self.process = EnvoyProcess(
+            envoy_binary(envoy.binary),
+            self.workdir / "bootstrap.json",
+            self.workdir,
+            concurrency=envoy.concurrency,
+            log_level=envoy.log_level,
+            drain_time_s=settings.shutdown_grace_s,
+        )
+        self._sync = Periodic(self._sync_once, envoy.sync_interval_s, "envoy-sync")
+        self.grpc_port = 0
+        self.http_port = 0
+
+    def current_view(self) -> DataPlaneView:
+        return build_view(
+            self._snapshot(),
+            pending=self._pending,
+            model_groups=self._model_groups,
+            credentialed=self._credentialed,
+            fast_path=self._fast_path,
+        )
+
+    def publish(self, view: DataPlaneView) -> PushStats:
+        stats = self.files.publish(view)
+        self.view = view
+        if stats.files_written:
+            self.pushes += 1
+            self.last_push = stats
+            log.debug(
+                "envoy resources published: %d files, %d bytes", stats.files_written, stats.bytes_written
+            )
+        return stats
+
+    async def _sync_once(self) -> None:
+        try:
+            view = self.current_view()
+            if view != self.view:
+                self.publish(view)
+        except Exception:
+            log.exception("could not publish the data plane's configuration; Envoy keeps the last one")
+
+    def wake(self) -> None:
+        self._sync.wake()
+
+    async def start(self) -> None:
+        self.publish(self.current_view())
+        bootstrap = self.workdir / "bootstrap.json"
+        bootstrap.write_text(json.dumps(render_bootstrap(self.static), indent=1), encoding="utf-8")
+        started = time.monotonic()
+        await self.process.start()
+        ports = await self.process.listener_ports()
+        self.grpc_port = ports.get("public_grpc", 0)
+        self.http_port = ports.get("public_http", 0)
+        self._sync.start()
+        log.info(
+            "data plane (envoy) listening: gRPC %s (port %d), HTTP %s (port %d); ready in %.1f s",
+            self.settings.listen.grpc,
+            self.grpc_port,
+            self.settings.listen.http,
+            self.http_port,
+            time.monotonic() - started,
+        )
+
+    async def drain(self, grace_s: float) -> None:
+        await self.process.drain(grace_s)
+
+    async def stop(self) -> None:
+        await self._sync.stop()
+        await self.process.stop()
+        if self._owned_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

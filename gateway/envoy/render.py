@@ -1,0 +1,478 @@
+"""Pure functions: a view of declared state -> Envoy resources (plain dicts, JSON-ready).
+
+Nothing here reads a clock, a file or the network; :mod:`gateway.envoy.files` publishes what these
+return. Listeners are static (they change only with issuers or addresses, i.e. with a restart);
+routes, clusters and endpoints are xDS resources read from watched files, so catalog writes, health,
+draining and load reach Envoy without a restart and without touching open connections.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from gateway.envoy.descriptors import SERVICE, triton_descriptor_set
+from gateway.envoy.view import DataPlaneView, Endpoint, ModelView, StaticView
+
+Json = dict[str, Any]
+
+T_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+T_ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+T_ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+T_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+T_EXT = "type.googleapis.com/envoy.extensions"
+T_FILTERS = f"{T_EXT}.filters.http"
+T_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+# Cluster names of the loopback plumbing; model clusters are "grpc-<key>" and "http-<key>".
+SLOW_GRPC = "sonic_slow_grpc"
+SLOW_HTTP = "sonic_slow_http"
+ROUTES_GRPC = "sonic_grpc"
+ROUTES_HTTP = "sonic_http"
+POLICY_FILTER = "sonic.policy"
+GRPC_INFER = f"/{SERVICE}/ModelInfer"
+# Large requests: grpc_field_extraction buffers one whole ModelInfer message before routing it.
+WINDOW_BYTES = 64 * 1024 * 1024
+# Request headers recorded with each fast-path request (the usage record's job and dataset).
+LOGGED_REQUEST_HEADERS = ("sonic-job-id", "sonic-dataset", "x-request-id")
+
+
+def grpc_cluster(model: ModelView) -> str:
+    return f"grpc-{model.key}"
+
+
+def http_cluster(model: ModelView) -> str:
+    return f"http-{model.key}"
+
+
+def eds_path(static: StaticView, cluster: str) -> str:
+    return f"{static.xds_dir}/eds/{cluster}/eds.json"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def _socket(address: tuple[str, int]) -> Json:
+    return {"socket_address": {"address": address[0], "port_value": address[1]}}
+
+
+def _path_source(path: str, directory: str) -> Json:
+    return {
+        "path_config_source": {"path": path, "watched_directory": {"path": directory}},
+        "resource_api_version": "V3",
+    }
+
+
+def _http2_options(window: int) -> Json:
+    return {
+        "initial_stream_window_size": window,
+        "initial_connection_window_size": window,
+        "max_concurrent_streams": 1024,
+    }
+
+
+def _protocol_options(http2: bool, window: int) -> Json:
+    explicit = {"http2_protocol_options": _http2_options(window)} if http2 else {"http_protocol_options": {}}
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": T_HTTP_OPTIONS,
+            "explicit_http_config": explicit,
+        }
+    }
+
+
+def _static_cluster(name: str, address: tuple[str, int], http2: bool, window: int) -> Json:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": window,
+        "typed_extension_protocol_options": _protocol_options(http2, window),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(address)}}]}],
+        },
+    }
+
+
+# -- policy (Lua) ------------------------------------------------------------------------------------
+
+
+def _lua_string(value: str) -> str:
+    """A Lua string literal for any text: printable ASCII kept, every other byte escaped as \\ddd."""
+    out = []
+    for byte in value.encode("utf-8"):
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in '\\"' else f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+@functools.cache
+def _policy_template() -> str:
+    return resources.files("gateway.envoy").joinpath("policy.lua").read_text(encoding="utf-8")
+
+
+def render_policy(static: StaticView) -> str:
+    return (
+        _policy_template()
+        .replace("--@AUTH@", "true" if static.auth_enabled else "false")
+        .replace("--@CONTROL_CLUSTER@", _lua_string(SLOW_HTTP))
+    )
+
+
+def encode_group(group: str) -> str:
+    """Groups travel percent-encoded between the control plane and the policy filter (one per line)."""
+    return quote(group, safe="")
+
+
+# -- listeners (static) ---------------------------------------------------------------------------------
+
+
+def _jwt_filter(static: StaticView) -> Json:
+    host, port = static.addresses.control_http
+    providers: Json = {}
+    for rule in static.issuers:
+        audiences = list(rule.audiences)
+        providers[rule.provider] = {
+            "issuer": rule.issuer,
+            "audiences": audiences,
+            "remote_jwks": {
+                # The control plane serves only keys it vetted (allow-listed URLs, strength, kid
+                # limits); an unknown kid falls through to Python, which may fetch, then Envoy
+                # picks the new set up at its next refresh.
+                "http_uri": {
+                    "uri": f"http://{host}:{port}/internal/jwks/{rule.provider}",
+                    "cluster": SLOW_HTTP,
+                    "timeout": "2s",
+                },
+                "cache_duration": "10s",
+                "async_fetch": {"fast_listener": False, "failed_refetch_duration": "1s"},
+            },
+            # Kept for the Python path when Envoy's checks pass but the policy sends it there;
+            # removed by the policy filter before a fast-path request leaves for a facility.
+            "forward": True,
+            "payload_in_metadata": "jwt_payload",
+            "header_in_metadata": "jwt_header",
+            "clock_skew_seconds": int(rule.leeway_s),
+            "jwt_cache_config": {"jwt_cache_size": 10000},
+        }
+    names = [{"provider_name": name} for name in providers]
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            # Never a rejection here: a missing or failed token goes on to Python, which answers
+            # with the precise reason (WWW-Authenticate error_description).
+            "rules": [
+                {
+                    "match": {"prefix": "/"},
+                    "requires": {"requires_any": {"requirements": [*names, {"allow_missing_or_failed": {}}]}},
+                }
+            ],
+        },
+    }
+
+
+def _field_extraction_filter() -> Json:
+    return {
+        "name": "envoy.filters.http.grpc_field_extraction",
+        "typed_config": {
+            "@type": f"{T_FILTERS}.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
+            "descriptor_set": {"inline_bytes": base64.b64encode(triton_descriptor_set()).decode()},
+            "extractions_by_method": {
+                f"{SERVICE}.ModelInfer": {
+                    "request_field_extractions": {
+                        "model_name": {},
+                        "model_version": {},
+                        "inputs.shape": {},
+                    }
+                }
+            },
+        },
+    }
+
+
+def _access_log(static: StaticView) -> Json:
+    """Every fast-path request, streamed to the control plane (usage records and metrics)."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {
+            "metadata_filter": {
+                "matcher": {"filter": "sonic", "path": [{"key": "model"}], "value": {"present_match": True}}
+            }
+        },
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": "sonic-usage",
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": SLOW_GRPC}},
+                "buffer_flush_interval": _duration(static.access_log_flush_s),
+                "buffer_size_bytes": 1 << 20,
+            },
+            "additional_request_headers_to_log": list(LOGGED_REQUEST_HEADERS),
+            "additional_response_trailers_to_log": ["grpc-status", "grpc-message"],
+            "additional_response_headers_to_log": ["grpc-status"],
+        },
+    }
+
+
+def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: bool) -> Json:
+    filters: list[Json] = []
+    if grpc:
+        filters.append(_field_extraction_filter())
+    if static.auth_enabled and static.issuers:
+        filters.append(_jwt_filter(static))
+    filters.append(
+        {
+            "name": POLICY_FILTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": render_policy(static)},
+            },
+        }
+    )
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    routes = ROUTES_GRPC if grpc else ROUTES_HTTP
+    hcm: Json = {
+        "@type": T_HCM,
+        "stat_prefix": name,
+        "codec_type": "AUTO",
+        "rds": {
+            "route_config_name": routes,
+            "config_source": _path_source(f"{static.xds_dir}/rds/{routes}.json", f"{static.xds_dir}/rds"),
+        },
+        "http_filters": filters,
+        "http2_protocol_options": _http2_options(WINDOW_BYTES),
+        "access_log": [_access_log(static)],
+        "stream_idle_timeout": "0s",
+        "request_timeout": "0s",
+        "use_remote_address": True,
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "drain_timeout": _duration(static.drain_time_s),
+    }
+    return {
+        "name": name,
+        "address": _socket(address),
+        "per_connection_buffer_limit_bytes": WINDOW_BYTES,
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def render_bootstrap(static: StaticView) -> Json:
+    a = static.addresses
+    return {
+        "node": {"id": "sonic-gateway", "cluster": "sonic-gateway"},
+        "admin": {"address": _socket(a.admin)},
+        "static_resources": {
+            "listeners": [
+                _listener(static, "public_grpc", a.public_grpc, grpc=True),
+                _listener(static, "public_http", a.public_http, grpc=False),
+            ],
+            "clusters": [
+                _static_cluster(SLOW_GRPC, a.control_grpc, http2=True, window=WINDOW_BYTES),
+                _static_cluster(SLOW_HTTP, a.control_http, http2=False, window=WINDOW_BYTES),
+            ],
+        },
+        "dynamic_resources": {
+            "cds_config": _path_source(f"{static.xds_dir}/cds/cds.json", f"{static.xds_dir}/cds")
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {"overload": {"global_downstream_max_connections": 50000}},
+                },
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+    }
+
+
+# -- clusters and endpoints (CDS, EDS) ------------------------------------------------------------------
+
+
+def _model_cluster(static: StaticView, name: str, http2: bool) -> Json:
+    return {
+        "name": name,
+        "type": "EDS",
+        "eds_cluster_config": {
+            "eds_config": _path_source(eds_path(static, name), f"{static.xds_dir}/eds/{name}")
+        },
+        "connect_timeout": "2s",
+        "per_connection_buffer_limit_bytes": WINDOW_BYTES,
+        "typed_extension_protocol_options": _protocol_options(http2, WINDOW_BYTES),
+        # Least outstanding requests over every host (not two random picks), weighted by capacity
+        # and Triton's queue: the gateway's own routing signal (docs/routing.md).
+        "lb_policy": "LEAST_REQUEST",
+        "least_request_lb_config": {
+            "choice_count": 100,
+            "active_request_bias": {"default_value": 1.0, "runtime_key": "sonic.lb.bias"},
+        },
+        # The circuit breaker: consecutive failures eject a backend, longer each time.
+        "outlier_detection": {
+            "consecutive_5xx": static.circuit_failure_threshold,
+            "consecutive_gateway_failure": static.circuit_failure_threshold,
+            "consecutive_local_origin_failure": static.circuit_failure_threshold,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": _duration(static.circuit_base_ejection_s),
+            "max_ejection_time": _duration(static.circuit_max_ejection_s),
+            "max_ejection_percent": 100,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_consecutive_gateway_failure": 100,
+            "enforcing_consecutive_local_origin_failure": 100,
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {"max_requests": 100000, "max_pending_requests": 100000, "max_connections": 100000}
+            ]
+        },
+        "ignore_health_on_host_removal": True,
+    }
+
+
+def render_clusters(static: StaticView, view: DataPlaneView) -> list[Json]:
+    clusters: list[Json] = []
+    for model in view.models:
+        if model.grpc:
+            clusters.append(_model_cluster(static, grpc_cluster(model), http2=True))
+        if model.http:
+            clusters.append(_model_cluster(static, http_cluster(model), http2=False))
+    return clusters
+
+
+def _lb_endpoint(e: Endpoint) -> Json:
+    return {
+        "endpoint": {"address": _socket((e.host, e.port)), "hostname": e.backend_id},
+        "load_balancing_weight": max(1, e.weight),
+        "metadata": {"filter_metadata": {"sonic": {"backend": e.backend_id, "facility": e.facility}}},
+    }
+
+
+def render_endpoints(static: StaticView, view: DataPlaneView) -> dict[str, Json]:
+    out: dict[str, Json] = {}
+    for model in view.models:
+        for name, endpoints in ((grpc_cluster(model), model.grpc), (http_cluster(model), model.http)):
+            if endpoints:
+                out[name] = {
+                    "cluster_name": name,
+                    "endpoints": [{"lb_endpoints": [_lb_endpoint(e) for e in endpoints]}],
+                }
+    return out
+
+
+# -- routes (RDS) -----------------------------------------------------------------------------------
+
+
+def _retry_policy(grpc: bool) -> Json:
+    # One more try, on another backend, only for what never reached one or got UNAVAILABLE.
+    on = (
+        "connect-failure,refused-stream,reset-before-request,unavailable"
+        if grpc
+        else "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
+    )
+    policy: Json = {
+        "retry_on": on,
+        "num_retries": 1,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": f"{T_EXT}.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+    }
+    if not grpc:
+        policy["retriable_status_codes"] = [503]
+    return policy
+
+
+def _model_routes(static: StaticView, model: ModelView, grpc: bool) -> list[Json]:
+    endpoints = model.grpc if grpc else model.http
+    if not endpoints:
+        return []
+    header = {"name": "x-sonic-model", "string_match": {"exact": model.name}}
+    fast = {"name": "x-sonic-fast", "present_match": True}
+    path = (
+        {"path": GRPC_INFER}
+        if grpc
+        else {"safe_regex": {"regex": "/v2/models/[^/]+(/versions/[^/]+)?/infer"}}
+    )
+    action: Json = {
+        "cluster": grpc_cluster(model) if grpc else http_cluster(model),
+        "timeout": _duration(static.default_timeout_s),
+        "retry_policy": _retry_policy(grpc),
+    }
+    if grpc:
+        # The caller's grpc-timeout is honoured up to the gateway's own ceiling.
+        action["max_stream_duration"] = {"grpc_timeout_header_max": _duration(static.default_timeout_s)}
+    slow = SLOW_GRPC if grpc else SLOW_HTTP
+    policy: Json = {"versions": list(model.versions)}
+    if model.groups is not None:
+        policy["groups"] = [encode_group(g) for g in model.groups]
+    return [
+        {
+            "name": f"fast-{model.key}",
+            "match": {**path, "headers": [header, fast]},
+            "route": action,
+            "request_headers_to_remove": ["x-sonic-model", "x-sonic-fast"],
+        },
+        {
+            # Where the policy filter reads the model's rules; a request it does not pass lands here.
+            "name": f"policy-{model.key}",
+            "match": {**path, "headers": [header]},
+            "route": {"cluster": slow, "timeout": "0s"},
+            "metadata": {"filter_metadata": {POLICY_FILTER: {"policy": policy}}},
+        },
+    ]
+
+
+def render_routes(static: StaticView, view: DataPlaneView) -> dict[str, Json]:
+    grpc_routes: list[Json] = []
+    http_routes: list[Json] = [
+        # Loopback plumbing is never reachable from outside.
+        {
+            "match": {"prefix": "/internal/"},
+            "direct_response": {"status": 404, "body": {"inline_string": '{"error": "not found"}'}},
+        },
+        {
+            "match": {"prefix": "/metrics"},
+            "direct_response": {
+                "status": 404,
+                "body": {"inline_string": '{"error": "metrics are served on the metrics port, not here"}'},
+            },
+        },
+    ]
+    if view.fast_path:
+        for model in view.models:
+            grpc_routes += _model_routes(static, model, grpc=True)
+            http_routes += _model_routes(static, model, grpc=False)
+    grpc_routes.append(
+        {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_GRPC, "timeout": "0s"}}
+    )
+    http_routes.append(
+        {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_HTTP, "timeout": "0s"}}
+    )
+
+    def config(name: str, routes: list[Json]) -> Json:
+        return {"name": name, "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}]}
+
+    return {ROUTES_GRPC: config(ROUTES_GRPC, grpc_routes), ROUTES_HTTP: config(ROUTES_HTTP, http_routes)}
