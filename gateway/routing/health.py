@@ -1,8 +1,11 @@
 """Active health checks: ServerReady, the models each backend lists, and ModelReady for each of them.
 
 Fail-closed for routing: a backend that does not answer a probe gets no traffic until it does. A
-backend that keeps failing is probed less and less often (the interval doubles per failure, up to
-``max_backoff_s``), so dead facilities do not cost a probe storm; one good answer resets it.
+backend that keeps failing is probed less often (the interval doubles per failure, up to
+``max_backoff_s``), so dead facilities do not cost a probe storm; one good answer resets it. The cap
+is short (4 s by default) because it bounds re-admission: a backend that comes back is probed, and
+routed to, within about ``max_backoff_s`` of being ready. The back-off counts from the start of
+the failed probe, so a probe that hangs until its timeout does not stretch it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.core.periodic import Periodic
+from gateway.core.periodic import Periodic, Sleep
 from gateway.errors import BackendError, GatewayError
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 
 log = logging.getLogger(__name__)
+
+# The longest pause between probes of a failing backend, and so about the longest a backend that
+# has come back waits to be routed to again (the same default as routing.health_max_backoff_s).
+DEFAULT_MAX_BACKOFF_S = 4.0
 
 
 class Prober(Protocol):
@@ -39,16 +46,21 @@ class HealthMonitor:
         timeout_s: float,
         max_backoff_s: float | None = None,
         on_healthy: Callable[[str], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.registry = registry
         self.prober = prober
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self.max_backoff_s = max(interval_s, max_backoff_s if max_backoff_s is not None else 30.0)
+        cap = max_backoff_s if max_backoff_s is not None else DEFAULT_MAX_BACKOFF_S
+        self.max_backoff_s = max(interval_s, cap)
         self.on_healthy = on_healthy
+        self._clock = clock
         self._failures: dict[str, int] = {}
         self._next_probe: dict[str, float] = {}
-        self._loop = Periodic(self.probe_all, interval_s, "health-monitor")
+        self._loop = Periodic(self.probe_all, interval_s, "health-monitor", sleep=sleep)
 
     async def _models(self, backend: Backend) -> dict[str, frozenset[str]]:
         listed = await self.prober.ready_models(backend, self.timeout_s)
@@ -71,11 +83,12 @@ class HealthMonitor:
         return {name: frozenset(v) for name, v in ready.items()}
 
     async def probe(self, backend: Backend) -> None:
+        started = self._clock()
         try:
             ready = await asyncio.wait_for(self.prober.server_ready(backend, self.timeout_s), self.timeout_s)
             models = await asyncio.wait_for(self._models(backend), 2 * self.timeout_s) if ready else None
         except (GatewayError, TimeoutError) as exc:
-            self._backoff(backend.id)
+            self._backoff(backend.id, started)
             was = self.registry.snapshot.health.get(backend.id)
             if was is not None and was.healthy:
                 log.warning("backend %s failed its health check: %s", backend.id, exc)
@@ -90,21 +103,22 @@ class HealthMonitor:
             if self.on_healthy is not None:
                 self.on_healthy(backend.id)
         else:
-            self._backoff(backend.id)
+            self._backoff(backend.id, started)
         self.registry.update_health(backend.id, ready, models, "" if ready else "server not ready")
 
-    def _backoff(self, backend_id: str) -> None:
+    def _backoff(self, backend_id: str, started: float) -> None:
         failures = self._failures.get(backend_id, 0) + 1
         self._failures[backend_id] = failures
         delay = min(self.max_backoff_s, self.interval_s * 2 ** min(failures, 30))
-        self._next_probe[backend_id] = time.monotonic() + delay - self.interval_s / 2
+        # Less half an interval: the probe lands on the round due at ``started + delay``.
+        self._next_probe[backend_id] = started + delay - self.interval_s / 2
 
     def next_probe_in(self, backend_id: str) -> float:
         """Seconds until ``backend_id`` is probed again (0: at the next round)."""
-        return max(0.0, self._next_probe.get(backend_id, 0.0) - time.monotonic())
+        return max(0.0, self._next_probe.get(backend_id, 0.0) - self._clock())
 
     async def probe_all(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         backends = [
             b
             for b in self.registry.snapshot.backends.values()

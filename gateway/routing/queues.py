@@ -13,10 +13,11 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import httpx
 
-from gateway.core.periodic import Periodic
+from gateway.core.periodic import Periodic, Sleep
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 
@@ -43,18 +44,27 @@ def parse_pending(text: str) -> dict[str, int]:
 
 
 class BackendQueues:
-    def __init__(self, registry: Registry, interval_s: float = 1.0, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        interval_s: float = 1.0,
+        timeout_s: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.registry = registry
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self._clock = clock
         self._pending: dict[str, tuple[float, dict[str, int]]] = {}
         self._failing: set[str] = set()
         self._client: httpx.AsyncClient | None = None
-        self._loop = Periodic(self.scrape_all, interval_s, "queue-scraper")
+        self._loop = Periodic(self.scrape_all, interval_s, "queue-scraper", sleep=sleep)
 
     def pending_by_model(self, backend_id: str) -> dict[str, int]:
         entry = self._pending.get(backend_id)
-        if entry is None or time.monotonic() - entry[0] > 3 * self.interval_s:
+        if entry is None or self._clock() - entry[0] > 3 * self.interval_s:
             return {}
         return entry[1]
 
@@ -80,7 +90,7 @@ class BackendQueues:
                 )
             return
         self._failing.discard(backend.id)
-        self._pending[backend.id] = (time.monotonic(), pending)
+        self._pending[backend.id] = (self._clock(), pending)
 
     async def scrape_all(self) -> None:
         backends = [b for b in self.registry.snapshot.backends.values() if b.metrics_address]
