@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -394,17 +393,18 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: objec
         return FileSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {_problem(err)}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+            f"{_problem(err['type'], err['msg'], err['loc'])}"
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc
 
 
-def _problem(err: ErrorDetails) -> str:
-    if err["type"] != "extra_forbidden":
-        return err["msg"]
+def _problem(kind: str, message: str, loc: tuple[int | str, ...]) -> str:
+    if kind != "extra_forbidden":
+        return message
     # Most unknown keys are typos: the keys that section does take make the fix obvious.
-    known = _keys_at(Settings, err["loc"][:-1])
+    known = _keys_at(Settings, loc[:-1])
     return f"unknown key (a typo? allowed here: {', '.join(known)})" if known else "unknown key"
 
 
