@@ -3,13 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# 3.10 lacks asyncio.timeout (every background loop); on 3.13 the Triton models' numpy<2 has no
+# wheels and would be compiled from source, without an optimised BLAS (the demo 27x slower).
+SUPPORTED_PYTHONS := 3.11 3.12
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean check-python
+
+# Before anything is created or downloaded: an unsupported interpreter is refused, saying why.
+check-python:
+	@version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || { \
+	  echo "'$(PYTHON)' is not a Python interpreter; choose one, e.g. make PYTHON=python3.12 demo" >&2; exit 1; }; \
+	case " $(SUPPORTED_PYTHONS) " in *" $$version "*) ;; *) \
+	  echo "Python $$version ($(PYTHON)) is not supported: the set-up needs one of Python" \
+	    "$(SUPPORTED_PYTHONS) (README.md says why); choose one, e.g. make PYTHON=python3.12 demo" >&2; \
+	  exit 1;; esac
 
 $(STAMP): pyproject.toml client/pyproject.toml
+	@$(MAKE) --no-print-directory check-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[triton,dev,postgres]' -e ./client
+	$(BIN)/pip install --quiet -e '.[demo,dev,postgres]' -e ./client
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -23,7 +23,9 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+# gateway/model_repository: a symlink to the top-level model_repository/ in the sources, package data
+# in a wheel, so the default holds in any install.
+DEFAULT_MODEL_REPOSITORY = (Path(__file__).resolve().parents[1] / "model_repository").resolve()
 
 
 class TritonError(Exception):
