@@ -80,9 +80,11 @@ async def test_a_failing_backend_is_ejected_then_comes_back_after_recovery() -> 
     for f in (good, bad):
         await f.start()
     bad.script.infer_error = (grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+    # The ejection (the Gateway's real clock) must outlast 20 in-process requests by far: 1 s.
     gateway = await _gateway(
-        [good.address, bad.address], circuit_failure_threshold=2, circuit_base_ejection_s=0.4
+        [good.address, bad.address], circuit_failure_threshold=2, circuit_base_ejection_s=1.0
     )
+    bad_id = next(b for b in gateway.registry.snapshot.backends if b.startswith("f1/"))
     try:
         async with tc.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
             while bad.script.infer_count < 2:
@@ -92,10 +94,12 @@ async def test_a_failing_backend_is_ejected_then_comes_back_after_recovery() -> 
             # Ejected (health probes still say ready): nothing reaches it.
             for _ in range(20):
                 await client.infer("toy", _toy_inputs())
+            assert gateway.breaker.ejected(bad_id), "the ejection ended before the requests did"
             assert bad.script.infer_count == 2
             bad.script.infer_error = None  # recovered
-            await asyncio.sleep(0.45)
-            for _ in range(20):
+            # Wait out exactly the ejection the state holds, not a guessed window.
+            await asyncio.sleep(max(0.0, gateway.load.ejected_until(bad_id) - time.monotonic()))
+            for _ in range(40):
                 await client.infer("toy", _toy_inputs())
             assert bad.script.infer_count > 4  # the trial succeeded and it is back in rotation
     finally:
