@@ -66,21 +66,44 @@ class GrpcBackendPool:
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._methods: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable] = {}
 
+    def _channel(self, backend: Backend) -> grpc.aio.Channel:
+        entry = self._channels.get(backend.id)
+        if entry is not None and entry[0] == backend.grpc_address:
+            return entry[1]
+        channel = grpc.aio.insecure_channel(backend.grpc_address, options=self._options)
+        self._channels[backend.id] = (backend.grpc_address, channel)
+        self._methods = {k: v for k, v in self._methods.items() if k[0] != backend.id}
+        return channel
+
     def _method(self, backend: Backend, name: str) -> grpc.aio.UnaryUnaryMultiCallable:
         key = (backend.id, name)
         method = self._methods.get(key)
         if method is None:
-            entry = self._channels.get(backend.id)
-            if entry is None or entry[0] != backend.grpc_address:
-                channel = grpc.aio.insecure_channel(backend.grpc_address, options=self._options)
-                self._channels[backend.id] = (backend.grpc_address, channel)
-                self._methods = {k: v for k, v in self._methods.items() if k[0] != backend.id}
-            else:
-                channel = entry[1]
             # No serializers: the payload stays the bytes the client sent.
-            method = channel.unary_unary(SERVICE + name)
+            method = self._channel(backend).unary_unary(SERVICE + name)
             self._methods[key] = method
         return method
+
+    async def open_stream(
+        self,
+        backend: Backend,
+        name: str,
+        metadata: Metadata = (),
+        timeout: float | None = None,
+        client_authorization: str | None = None,
+    ) -> grpc.aio.StreamStreamCall:
+        """A bidirectional stream of raw bytes to ``backend``; the caller writes, reads and ends it.
+
+        Its errors are grpc's: the caller translates them with :func:`translate_rpc_error`.
+        """
+        if self.credentials.providers:
+            credential = await self.credentials.authorization_for(backend.id, client_authorization)
+            if credential is not None:
+                metadata = [*metadata, ("authorization", credential)]
+        call: grpc.aio.StreamStreamCall = self._channel(backend).stream_stream(SERVICE + name)(
+            metadata=metadata or None, timeout=timeout
+        )
+        return call
 
     async def call(
         self,

@@ -162,13 +162,7 @@ def parse_infer_request(data: bytes | memoryview) -> InferRequestHeader:
         elif number == 3:
             header.request_id = _text(buf, a, b, "id")
         elif number == 4:
-            key = ""
-            value: str | int | float | bool | None = None
-            for n, w, x, y in _fields(buf, a, b):
-                if n == 1 and w == _LEN:
-                    key = _text(buf, x, y, "a parameter name")
-                elif n == 2 and w == _LEN:
-                    value = _parameter(buf, x, y)
+            key, value = _map_entry(buf, a, b)
             if key and value is not None:
                 header.parameters[key] = value
         elif number == 5:
@@ -201,15 +195,74 @@ def response_model_version(data: bytes) -> str:
     return ""
 
 
+@dataclass
+class StreamResponseHeader:
+    """What the gateway reads of a ``ModelStreamInferResponse`` to pair it with its request."""
+
+    error_message: str = ""
+    model_name: str = ""
+    model_version: str = ""
+    request_id: str = ""
+    final: bool | None = None  # Triton's "triton_final_response" parameter; None when absent
+
+
+def parse_stream_response(data: bytes | memoryview) -> StreamResponseHeader:
+    """Read error, model, version, id and the final flag; output tensors are skipped by length."""
+    buf = memoryview(data)
+    header = StreamResponseHeader()
+    for number, wire, a, b in _fields(buf, 0, len(buf)):
+        if wire != _LEN:
+            continue
+        if number == 1:
+            header.error_message = _text(buf, a, b, "error_message")
+        elif number == 2:
+            for n, w, x, y in _fields(buf, a, b):
+                if w != _LEN:
+                    continue
+                if n == 1:
+                    header.model_name = _text(buf, x, y, "model_name")
+                elif n == 2:
+                    header.model_version = _text(buf, x, y, "model_version")
+                elif n == 3:
+                    header.request_id = _text(buf, x, y, "id")
+                elif n == 4:
+                    key, value = _map_entry(buf, x, y)
+                    if key == "triton_final_response" and isinstance(value, bool):
+                        header.final = value
+    return header
+
+
+def _map_entry(buf: memoryview, start: int, end: int) -> tuple[str, str | int | float | bool | None]:
+    """One map<string, InferParameter> entry (the last key and value win, as protobuf has it)."""
+    key = ""
+    value: str | int | float | bool | None = None
+    for n, w, x, y in _fields(buf, start, end):
+        if n == 1 and w == _LEN:
+            key = _text(buf, x, y, "a parameter name")
+        elif n == 2 and w == _LEN:
+            value = _parameter(buf, x, y)
+    return key, value
+
+
 def wrap_stream_response(infer_response: bytes) -> bytes:
     """Serialize ``ModelStreamInferResponse{infer_response: <bytes>}`` without decoding them."""
-    return b"\x12" + _encode_varint(len(infer_response)) + infer_response
+    return _length_delimited(2, infer_response)
 
 
-def stream_error_response(message: str) -> bytes:
-    """Serialize ``ModelStreamInferResponse{error_message: message}``."""
-    raw = message.encode("utf-8")
-    return b"\x0a" + _encode_varint(len(raw)) + raw
+def stream_error_response(message: str, request_id: str = "") -> bytes:
+    """Serialize ``ModelStreamInferResponse{error_message, infer_response{id}}``.
+
+    Triton names the request (its ``id``) in a stream's error answers, so a client can tell which
+    of its requests failed.
+    """
+    out = _length_delimited(1, message.encode("utf-8"))
+    if request_id:
+        out += _length_delimited(2, _length_delimited(3, request_id.encode("utf-8")))
+    return out
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | _LEN) + _encode_varint(len(payload)) + payload
 
 
 def _encode_varint(value: int) -> bytes:

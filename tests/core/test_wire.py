@@ -8,6 +8,7 @@ from tritonclient.grpc import service_pb2
 
 from gateway.core.wire import (
     parse_infer_request,
+    parse_stream_response,
     response_model_version,
     stream_error_response,
     wrap_stream_response,
@@ -164,3 +165,24 @@ def test_refusal_message_is_bounded_for_a_huge_tensor_name() -> None:
         parse_infer_request(request.SerializeToString())
     assert len(err.value.message) < 1000
     assert "100000 characters" in err.value.message
+
+
+def test_stream_error_names_the_request_as_triton_does() -> None:
+    answer = service_pb2.ModelStreamInferResponse.FromString(stream_error_response("bad", "req-9"))
+    assert answer.error_message == "bad"
+    assert answer.infer_response.id == "req-9"
+
+
+def test_stream_response_header_reads_id_version_and_final_flag() -> None:
+    response = service_pb2.ModelInferResponse(model_name="repeat_fp32", model_version="1", id="r")
+    response.parameters["triton_final_response"].bool_param = False
+    response.raw_output_contents.append(bytes(64))
+    header = parse_stream_response(wrap_stream_response(response.SerializeToString()))
+    assert (header.model_name, header.model_version, header.request_id, header.final) == (
+        "repeat_fp32",
+        "1",
+        "r",
+        False,
+    )
+    error = parse_stream_response(stream_error_response("boom", "x"))
+    assert (error.error_message, error.request_id, error.final) == ("boom", "x", None)

@@ -183,8 +183,22 @@ async def test_stream_infer_answers_each_request_and_reports_errors_in_stream(
     answers = []
     async for result, error in client.stream_infer(requests()):
         answers.append((result.get_response().id if result else None, str(error) if error else None))
-    assert sorted(a for a, _ in answers if a) == ["1", "3"]
-    assert any(e and "'missing'" in e for _, e in answers)
+    assert [a for a, _ in answers] == ["1", None, "3"]  # request order, the refusal in its place
+    assert "'missing'" in str(answers[1][1])
+
+
+async def test_one_stream_goes_to_one_backend(
+    fakes: list[FakeTriton], client: tc.InferenceServerClient
+) -> None:
+    async def requests() -> AsyncIterator[dict[str, object]]:
+        for i in range(12):
+            yield {"model_name": "toy", "inputs": _inputs(), "request_id": str(i)}
+
+    served = [bytes(r.as_numpy("SERVED_BY")[0]) async for r, _ in client.stream_infer(requests())]
+    assert len(served) == 12
+    assert len(set(served)) == 1
+    assert sorted(f.script.infer_count for f in fakes) == [0, 12]
+    assert sum(len(f.script.seen_metadata) for f in fakes) == 1  # one backend stream, opened once
 
 
 async def test_shared_memory_and_model_control_are_refused_with_a_reason(gw: Gateway) -> None:

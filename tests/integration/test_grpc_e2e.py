@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as tc
 from google.protobuf.json_format import MessageToDict
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from gateway.app import Gateway
@@ -112,7 +114,116 @@ async def test_streaming_inference(clients: Any) -> None:
             result.as_numpy("michel_netout"), want.as_numpy("michel_netout"), rtol=1e-5
         )
         seen.append(result.get_response().id)
-    assert sorted(seen) == ["0", "1", "2"]
+    assert seen == ["0", "1", "2"]
+
+
+# -- ModelStreamInfer is one stream to one backend --------------------------------------------------------
+
+
+def _request(model: str, request_id: str, **kw: int) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    if model == "repeat_fp32":
+        tensors = {
+            "INPUT0": np.arange(3, dtype=np.float32) + kw.get("base", 0),
+            "REPEAT": np.array([kw.get("n", 3)], np.int32),
+            "DELAY_MS": np.array([kw.get("delay_ms", 0)], np.int32),
+        }
+    else:
+        batch = np.asarray(
+            sparse_patches(kw.get("batch", 1), seed=int(request_id) if request_id.isdigit() else 0)
+        )
+        tensors = {"main_input" if model == MODEL else "INPUT0": batch}
+    for name, array in tensors.items():
+        dtype = "INT32" if array.dtype == np.int32 else "FP32"
+        request.inputs.add(name=name, datatype=dtype, shape=list(array.shape))
+        request.raw_input_contents.append(array.tobytes())
+    return request
+
+
+Answer = tuple[str, str, dict[str, np.ndarray]]
+
+
+async def _stream(address: str, requests: list[service_pb2.ModelInferRequest]) -> list[Answer]:
+    """(id, "error" or "", outputs) of every answer, in the order they came."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+        )
+
+        async def each() -> Any:
+            for request in requests:
+                yield request
+
+        answers = []
+        async for answer in call(each(), timeout=60):
+            response = answer.infer_response
+            outputs = {
+                o.name: np.frombuffer(raw, np.int32 if o.datatype == "INT32" else np.float32).reshape(o.shape)
+                for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+            }
+            answers.append((response.id, "error" if answer.error_message else "", outputs))
+        return answers
+
+
+def _assert_same(got: list[Answer], want: list[Answer]) -> None:
+    assert [(i, e, sorted(o)) for i, e, o in got] == [(i, e, sorted(o)) for i, e, o in want]
+    for (_, _, a), (_, _, b) in zip(got, want, strict=True):
+        for name in a:  # two facilities' CNN results differ in the last bits
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+MIXED = [
+    _request(MODEL, "0", batch=64),  # slow: about 20 ms of CNN
+    _request("identity_fp32", "1"),
+    _request("repeat_fp32", "2", n=3, delay_ms=5),  # decoupled: three answers
+    _request("identity_fp32", "3"),
+    _request("repeat_fp32", "4", n=0),  # decoupled, and no answer at all
+    _request(MODEL, "5", batch=2),
+]
+
+
+async def test_stream_answers_equal_a_direct_stream_in_order(
+    gateway: Gateway, tritons: list[TritonServer]
+) -> None:
+    direct = await _stream(tritons[0].grpc_address, MIXED)
+    assert [a[0] for a in direct if a[0] != "2"] == ["0", "1", "3", "5"]  # Triton keeps request order
+    for _ in range(3):
+        via = await _stream(f"127.0.0.1:{gateway.grpc_port}", MIXED)
+        _assert_same(via, direct)
+
+
+async def test_decoupled_model_answers_several_times_and_is_recorded_once(
+    gateway: Gateway, tritons: list[TritonServer]
+) -> None:
+    before = len(gateway.recorder.events)  # type: ignore[attr-defined]
+    requests = [_request("repeat_fp32", "a", n=4), _request("repeat_fp32", "b", n=2, base=10)]
+    via = await _stream(f"127.0.0.1:{gateway.grpc_port}", requests)
+    _assert_same(via, await _stream(tritons[0].grpc_address, requests))
+    assert [a[0] for a in via] == ["a"] * 4 + ["b"] * 2
+    events = list(gateway.recorder.events)[before:]  # type: ignore[attr-defined]
+    assert [(e.model, e.version_served) for e in events] == [("repeat_fp32", "1")] * 2
+
+
+async def test_refusals_keep_request_order_on_the_stream(gateway: Gateway) -> None:
+    requests = [
+        _request(MODEL, "0", batch=64),
+        _request("no_such_model", "1"),
+        _request("identity_fp32", "2"),
+    ]
+    via = await _stream(f"127.0.0.1:{gateway.grpc_port}", requests)
+    assert [(a[0], a[1]) for a in via] == [("0", ""), ("1", "error"), ("2", "")]
+
+
+async def test_one_stream_uses_one_backend(gateway: Gateway) -> None:
+    before = len(gateway.recorder.events)  # type: ignore[attr-defined]
+    requests = [_request("identity_fp32", str(i)) for i in range(20)]
+    via = await _stream(f"127.0.0.1:{gateway.grpc_port}", requests)
+    assert [a[0] for a in via] == [str(i) for i in range(20)]
+    events = list(gateway.recorder.events)[before:]  # type: ignore[attr-defined]
+    assert len(events) == 20
+    assert len({e.backend_id for e in events}) == 1
 
 
 async def test_shared_memory_another_client_registered_is_not_reachable(

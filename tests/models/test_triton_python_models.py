@@ -46,9 +46,27 @@ class _Response:
         self.error = error
 
 
+_FINAL = 1  # TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class _Sender:
+    """A decoupled request's response sender: what was sent, with its flags."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[_Response | None, int]] = []
+
+    def send(self, response: _Response | None = None, flags: int = 0) -> None:
+        assert not (self.sent and self.sent[-1][1] & _FINAL), "sent after the final flag"
+        self.sent.append((response, flags))
+
+
 class _Request:
     def __init__(self, **inputs: Array) -> None:
         self.inputs = {k: _Tensor(k, v) for k, v in inputs.items()}
+        self.sender = _Sender()
+
+    def get_response_sender(self) -> _Sender:
+        return self.sender
 
 
 def _fake_pb_utils() -> ModuleType:
@@ -58,6 +76,7 @@ def _fake_pb_utils() -> ModuleType:
     mod.TritonError = lambda msg: SimpleNamespace(message=lambda: msg)  # type: ignore[attr-defined]
     mod.Logger = SimpleNamespace(log_info=lambda msg: None)  # type: ignore[attr-defined]
     mod.get_input_tensor_by_name = lambda req, name: req.inputs.get(name)  # type: ignore[attr-defined]
+    mod.TRITONSERVER_RESPONSE_COMPLETE_FINAL = _FINAL  # type: ignore[attr-defined]
     return mod
 
 
@@ -199,7 +218,61 @@ def test_delay_model_rejects_negative_delays(load_model: Any) -> None:
         load_model("delay_fp32", delay_ms="-1")
 
 
-@pytest.mark.parametrize("name", ["emtrack_michel", "identity_fp32", "delay_fp32"])
+def test_repeat_model_is_decoupled_with_its_tensors() -> None:
+    text = _read_config("repeat_fp32")
+    assert re.search(r"model_transaction_policy\s*\{\s*decoupled:\s*true\s*\}", text)
+    assert re.search(r"^max_batch_size:\s*0\b", text, re.M)
+    assert _tensors(text, "input") == [
+        ("INPUT0", "TYPE_FP32", [-1]),
+        ("REPEAT", "TYPE_INT32", [1]),
+        ("DELAY_MS", "TYPE_INT32", [1]),
+    ]
+    assert _tensors(text, "output") == [("OUTPUT0", "TYPE_FP32", [-1]), ("INDEX", "TYPE_INT32", [1])]
+
+
+def _repeat_request(n: int, values: list[float], delay_ms: int | None = None) -> _Request:
+    inputs: dict[str, Any] = {
+        "INPUT0": np.array(values, np.float32),
+        "REPEAT": np.array([n], np.int32),
+    }
+    if delay_ms is not None:
+        inputs["DELAY_MS"] = np.array([delay_ms], np.int32)
+    return _Request(**inputs)
+
+
+def test_repeat_model_sends_n_responses_then_the_final_flag(load_model: Any) -> None:
+    model = load_model("repeat_fp32")
+    requests = [_repeat_request(3, [1.0, 2.0]), _repeat_request(0, [5.0]), _repeat_request(1, [0.5], 0)]
+    assert model.execute(requests) is None  # decoupled: answers go through the senders
+    first = requests[0].sender.sent
+    assert [flags for _, flags in first] == [0, 0, 0, _FINAL]
+    assert first[-1][0] is None
+    for index, (response, _) in enumerate(first[:3]):
+        assert response is not None
+        assert response.outputs["INDEX"].tolist() == [index]
+        np.testing.assert_array_equal(response.outputs["OUTPUT0"], np.array([1.0, 2.0], np.float32) + index)
+    assert requests[1].sender.sent == [(None, _FINAL)]  # zero responses: only the final flag
+    assert len(requests[2].sender.sent) == 2
+
+
+def test_repeat_model_answers_an_out_of_range_count_with_one_error(load_model: Any) -> None:
+    model = load_model("repeat_fp32", max_repeat="5")
+    request = _repeat_request(6, [1.0])
+    model.execute([request])
+    ((response, flags),) = request.sender.sent
+    assert flags == _FINAL
+    assert response is not None
+    assert "between 0 and 5" in response.error.message()
+
+
+def test_repeat_model_sleeps_before_each_response(load_model: Any) -> None:
+    model = load_model("repeat_fp32")
+    start = time.perf_counter()
+    model.execute([_repeat_request(3, [1.0], delay_ms=20)])
+    assert time.perf_counter() - start >= 0.060
+
+
+@pytest.mark.parametrize("name", ["emtrack_michel", "identity_fp32", "delay_fp32", "repeat_fp32"])
 def test_models_refuse_numpy_2_which_the_stub_misreads(
     name: str, load_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

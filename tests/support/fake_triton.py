@@ -79,3 +79,25 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore
         out = response.outputs.add(name="SERVED_BY", datatype="BYTES", shape=[1])
         out.contents.bytes_contents.append(self.name.encode())
         return response
+
+    async def ModelStreamInfer(self, requests: Any, context: Any) -> Any:
+        """One answer per request, in request order (Triton's behaviour for non-decoupled models)."""
+        self.script.seen_metadata.append(dict(context.invocation_metadata()))
+        async for request in requests:
+            self.script.infer_count += 1
+            if self.script.infer_delay_s:
+                await asyncio.sleep(self.script.infer_delay_s)
+            if self.script.infer_error is not None:
+                yield service_pb2.ModelStreamInferResponse(
+                    error_message=self.script.infer_error[1],
+                    infer_response=service_pb2.ModelInferResponse(id=request.id),
+                )
+                continue
+            response = service_pb2.ModelInferResponse(
+                model_name=request.model_name,
+                model_version=self.script.models[request.model_name][-1],
+                id=request.id,
+            )
+            out = response.outputs.add(name="SERVED_BY", datatype="BYTES", shape=[1])
+            out.contents.bytes_contents.append(self.name.encode())
+            yield service_pb2.ModelStreamInferResponse(infer_response=response)

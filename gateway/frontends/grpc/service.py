@@ -8,6 +8,7 @@ messages (metadata, config, statistics) are decoded with tritonclient's own prot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -23,8 +24,6 @@ from gateway.core.dataplane import CallContext, DataPlane
 from gateway.core.wire import (
     parse_infer_request,
     response_model_version,
-    stream_error_response,
-    wrap_stream_response,
 )
 from gateway.errors import (
     GatewayError,
@@ -35,6 +34,7 @@ from gateway.errors import (
     Unimplemented,
     status_of,
 )
+from gateway.frontends.grpc.stream import StreamProxy
 from gateway.frontends.statistics import merge_statistics
 from gateway.routing.backend import Backend
 
@@ -242,48 +242,27 @@ class InferenceService:
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        """Each streamed request is routed on its own; answers come back as they complete.
+        """One bidirectional stream to one backend (see :mod:`gateway.frontends.grpc.stream`).
 
-        Errors of one request travel as ``error_message`` in the stream (as Triton does) and do not
-        end it; a bad token ends the stream before anything is forwarded.
+        A bad token ends the stream before anything is forwarded; errors of one request travel as
+        ``error_message`` in the stream (as Triton does) and do not end it.
         """
         ctx, metadata = self._context(context)
         try:
-            await self.dataplane.authenticate(ctx)
+            principal = await self.dataplane.authenticate(ctx)
         except GatewayError as exc:
             await self._abort(context, exc)
-        out: asyncio.Queue[bytes | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(request: bytes) -> None:
-            try:
-                response = await self._infer(request, ctx, metadata, self._timeout(context))
-                await out.put(wrap_stream_response(response))
-            except GatewayError as exc:
-                await out.put(stream_error_response(exc.message))
-            except Exception:
-                log.exception("internal error in ModelStreamInfer")
-                await out.put(stream_error_response("internal gateway error"))
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*list(tasks))
-            finally:
-                await out.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await out.get()) is not None:
-                yield item
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        proxy = StreamProxy(self.dataplane, self.pool, ctx, principal, metadata, context.time_remaining())
+        async with contextlib.aclosing(proxy.run(requests)) as answers:
+            async for answer in answers:
+                if isinstance(answer, bytes):
+                    yield answer
+                elif answer.error is not None:
+                    await self._abort(context, answer.error)
+                else:
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL, "internal gateway error in ModelStreamInfer"
+                    )
 
     # -- what a remote gateway cannot offer -----------------------------------------------------------
 
