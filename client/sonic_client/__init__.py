@@ -10,13 +10,22 @@ HTTP optional), with a WLCG bearer token and provenance headers on every request
         scores = out["em_trk_none_netout"]
 
 The synthetic ProtoDUNE-like event generator and patch builder live in
-:mod:`sonic_client.protodune`.
+:mod:`sonic_client.protodune`. The base install needs only numpy and ``tritonclient[grpc]``; HTTP
+urls need the ``http`` extra (httpx) and :class:`OAuth2TokenProvider` the ``oidc`` extra
+(authlib), imported only when used.
 """
 
 from __future__ import annotations
 
 from ._client import DEFAULT_URL, AsyncClient, Client, Compression, InferResult, InferStats
-from ._errors import InferenceError, SonicClientError, TokenNotFoundError, TokenRefreshError
+from ._errors import (
+    InferenceError,
+    MissingDependencyError,
+    SonicClientError,
+    TokenExpiredError,
+    TokenNotFoundError,
+    TokenRefreshError,
+)
 from ._provenance import Provenance
 from ._retry import RETRYABLE_CODES, RetryPolicy
 from ._tokens import (
@@ -42,11 +51,13 @@ __all__ = [
     "InferResult",
     "InferStats",
     "InferenceError",
+    "MissingDependencyError",
     "OAuth2TokenProvider",
     "Provenance",
     "RetryPolicy",
     "SonicClientError",
     "StaticToken",
+    "TokenExpiredError",
     "TokenNotFoundError",
     "TokenProvider",
     "TokenRefreshError",

@@ -6,14 +6,21 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ._client import Client
 from ._errors import SonicClientError
-from ._tokens import DiscoveredToken, FileToken, TokenProvider, token_expiry
+from ._tokens import (
+    DiscoveredToken,
+    FileToken,
+    TokenProvider,
+    token_expiry,
+    token_source,
+    unexpired_token,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("token", help="show where the token was found and when it expires "
-                                 "(never prints the token)")
+                                 "(never prints the token); exit status 1 when it has expired")
     sub.add_parser("server-metadata", help="print the server's metadata as JSON")
     mm = sub.add_parser("model-metadata", help="print a model's metadata as JSON")
     mm.add_argument("model")
@@ -50,21 +57,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *,
+         wall_clock: Callable[[], float] = time.time) -> int:
+    """Run the CLI; ``wall_clock`` (Unix time) decides whether the token has expired."""
     args = _parser().parse_args(argv)
     provider: TokenProvider = FileToken(args.token_file) if args.token_file else DiscoveredToken()
     try:
         if args.command == "token":
-            token = provider.get_token()
+            # An expired token is an error (exit 1) that names its source, never the token.
+            token = unexpired_token(provider, wall_clock())
             exp = token_expiry(token)
-            source = getattr(provider, "source", None)
-            left = f"expires in {exp - time.time():.0f} s" if exp else "expiry unknown"
-            print(f"token found: {source}; {len(token)} characters; {left}")
+            left = f"expires in {exp - wall_clock():.0f} s" if exp else "expiry unknown"
+            print(f"token found: {token_source(provider)}; {len(token)} characters; {left}")
             return 0
         compression = None if getattr(args, "compression", "none") == "none" else args.compression
         with Client(args.url, protocol=args.protocol, token=provider, job_id=args.job_id,
                     dataset=args.dataset, timeout=args.timeout, compression=compression,
-                    link_gbit_s=getattr(args, "link_gbit_s", None)) as c:
+                    link_gbit_s=getattr(args, "link_gbit_s", None), wall_clock=wall_clock) as c:
             if args.command == "server-metadata":
                 print(json.dumps(c.server_metadata(), indent=2))
             elif args.command == "model-metadata":

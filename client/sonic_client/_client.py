@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -18,10 +18,11 @@ import numpy.typing as npt
 
 from ._batching import reassemble, split_batches
 from ._errors import InferenceError
+from ._http import AsyncHttpTransport, HttpTransport
 from ._provenance import REQUEST_ID_HEADER, Provenance, new_request_id
 from ._retry import RetryPolicy
-from ._tokens import TokenProvider, as_provider
-from ._transport import AsyncGrpcTransport, AsyncHttpTransport, GrpcTransport, HttpTransport
+from ._tokens import TokenProvider, as_provider, invalidate, token_source, unexpired_token
+from ._transport import AsyncGrpcTransport, GrpcTransport
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Client", "Compression", "InferResult", "InferStats"]
 
@@ -168,6 +169,9 @@ class _Base:
         link_gbit_s: float | None = None,
         headers: Mapping[str, str] | None = None,
         root_certificates: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -190,12 +194,44 @@ class _Base:
         self._auto_gzip: dict[str, bool] = {}
         self._input_names: dict[tuple[str, str], str] = {}
         self._rng = random.Random()  # noqa: S311 (backoff jitter)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        # Client: time.sleep-like; AsyncClient: an async asyncio.sleep-like.
+        self._sleep: Callable[[float], Any] = sleep or self._default_sleep()
         self._open_transport()
 
     def _open_transport(self) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _default_sleep() -> Callable[[float], Any]:
+        raise NotImplementedError
+
     # -- request pieces shared by sync and async -------------------------------------------------
+    def _token(self) -> str:
+        """The token to send now; an expired one is refused (TokenExpiredError)."""
+        return unexpired_token(self.token_provider, self._wall_clock())
+
+    def _renewed_token(self, rejected: str, err: InferenceError) -> str | None:
+        """After a 401 / UNAUTHENTICATED: re-read the token source; the new token, or None (with
+        a note on ``err``) when the source still holds the rejected one."""
+        invalidate(self.token_provider)
+        token = self._token()
+        if token != rejected:
+            return token
+        source = token_source(self.token_provider) or "the token provider"
+        err.add_detail(f"re-read {source}: it still holds the rejected token")
+        return None
+
+    def _backoff(self, err: InferenceError, attempt: int, first_failure: float) -> float | None:
+        """Seconds to wait before retrying ``err``, or None to raise it (noting the retries)."""
+        elapsed = self._clock() - first_failure
+        wait = self.retry.next_delay(err.code, attempt, elapsed, err.retry_after, self._rng)
+        if wait is None and attempt > 1:
+            err.add_detail(f"gave up after {attempt} attempts over {elapsed:.1f} s; "
+                           f"retry budget {self.retry.budget:g} s")
+        return wait
+
     def _headers(self, token: str, request_id: str, job_id: str | None,
                  dataset: str | None) -> dict[str, str]:
         prov = self.provenance
@@ -239,12 +275,20 @@ class Client(_Base):
     :class:`TokenProvider`, or None for WLCG discovery (re-run on every request). ``job_id`` /
     ``dataset``: provenance sent with every request (default ``$SONIC_JOB_ID`` / ``$SONIC_DATASET``
     then batch-system ids). ``batch_size`` / ``concurrency``: defaults for :meth:`infer`.
-    ``timeout``: per-request deadline in seconds (each attempt of each batch). ``compression``:
+    ``timeout``: per-request deadline in seconds (each attempt of each batch). ``retry``: the
+    :class:`RetryPolicy` (default: retry UNAVAILABLE / RESOURCE_EXHAUSTED for up to 90 s, so a job
+    rides out a gateway restart). ``clock`` / ``sleep`` / ``wall_clock``: the time services the
+    retries and the token-expiry check use (monotonic seconds, ``time.sleep`` -- an async sleep
+    for :class:`AsyncClient` -- and Unix time), injectable for tests. ``compression``:
     None, ``"gzip"`` or ``"auto"`` (gzip when the data compresses and, given ``link_gbit_s`` or
     ``$SONIC_LINK_GBIT_S``, the job's share of the link is slow enough for it to pay). One
     connection (gRPC channel or HTTP pool) serves every call; the client is thread-safe. Use as a
     context manager or call :meth:`close`.
     """
+
+    @staticmethod
+    def _default_sleep() -> Callable[[float], Any]:
+        return time.sleep
 
     def _open_transport(self) -> None:
         self._transport: _Sync
@@ -282,18 +326,34 @@ class Client(_Base):
     # -- calls ------------------------------------------------------------------------------------
     def _call(self, fn: Any, request_id: str, job_id: str | None = None,
               dataset: str | None = None) -> tuple[Any, int]:
-        """Run ``fn(headers)`` with retries; returns (result, retries)."""
+        """Run ``fn(headers)`` with retries; returns (result, retries).
+
+        Retryable failures are retried per :attr:`retry`; a 401 / UNAUTHENTICATED re-reads the
+        token source once and, when that gives a different token, retries once at once.
+        """
         attempt = 0
+        first_failure: float | None = None
+        renewed = False
+        token = self._token()
         while True:
             attempt += 1
-            headers = self._headers(self.token_provider.get_token(), request_id, job_id, dataset)
             try:
-                return fn(headers), attempt - 1
+                return fn(self._headers(token, request_id, job_id, dataset)), attempt - 1
             except InferenceError as err:
                 err.attempts = attempt
-                if not self.retry.should_retry(err.code, attempt):
+                if err.code == "UNAUTHENTICATED":
+                    fresh = None if renewed else self._renewed_token(token, err)
+                    if fresh is None:
+                        raise
+                    renewed, token = True, fresh
+                    continue
+                if first_failure is None:
+                    first_failure = self._clock()
+                wait = self._backoff(err, attempt, first_failure)
+                if wait is None:
                     raise
-                time.sleep(self.retry.delay(attempt, err.retry_after, self._rng))
+                self._sleep(wait)
+                token = self._token()
 
     def server_metadata(self) -> dict[str, Any]:
         """The server's name, version and extensions (``GET /v2`` / ServerMetadata)."""
@@ -433,6 +493,10 @@ class AsyncClient(_Base):
     refresh does not block the loop. Use ``async with`` or ``await client.close()``.
     """
 
+    @staticmethod
+    def _default_sleep() -> Callable[[float], Any]:
+        return asyncio.sleep
+
     def _open_transport(self) -> None:
         self._transport: _Async
         if self.protocol == "grpc":
@@ -453,17 +517,29 @@ class AsyncClient(_Base):
     async def _call(self, fn: Any, request_id: str, job_id: str | None = None,
                     dataset: str | None = None) -> tuple[Any, int]:
         attempt = 0
+        first_failure: float | None = None
+        renewed = False
+        token = await asyncio.to_thread(self._token)
         while True:
             attempt += 1
-            token = await asyncio.to_thread(self.token_provider.get_token)
-            headers = self._headers(token, request_id, job_id, dataset)
             try:
-                return await fn(headers), attempt - 1
+                return await fn(self._headers(token, request_id, job_id, dataset)), attempt - 1
             except InferenceError as err:
                 err.attempts = attempt
-                if not self.retry.should_retry(err.code, attempt):
+                if err.code == "UNAUTHENTICATED":
+                    fresh = None if renewed else await asyncio.to_thread(
+                        self._renewed_token, token, err)
+                    if fresh is None:
+                        raise
+                    renewed, token = True, fresh
+                    continue
+                if first_failure is None:
+                    first_failure = self._clock()
+                wait = self._backoff(err, attempt, first_failure)
+                if wait is None:
                     raise
-                await asyncio.sleep(self.retry.delay(attempt, err.retry_after, self._rng))
+                await self._sleep(wait)
+                token = await asyncio.to_thread(self._token)
 
     async def server_metadata(self) -> dict[str, Any]:
         result, _ = await self._call(

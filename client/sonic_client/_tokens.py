@@ -11,6 +11,10 @@ A place that is unset, missing, unreadable or empty is skipped and the next one 
 yields a token, :class:`TokenNotFoundError` names every place tried. Files are re-read whenever
 they change (a grid job's token agent rewrites them), and discovery runs again on every call, so a
 token that appears later is picked up without restarting the job.
+
+Providers may also have ``invalidate()``: forget what is cached because the gateway rejected the
+token. The client calls it on a 401 / UNAUTHENTICATED (then re-reads the source once and retries
+once) and before refusing a token that has already expired.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import TokenNotFoundError, TokenRefreshError
+from ._errors import TokenExpiredError, TokenNotFoundError, TokenRefreshError
+from ._optional import require
 
 __all__ = [
     "DiscoveredToken",
@@ -41,7 +46,12 @@ __all__ = [
 
 @runtime_checkable
 class TokenProvider(Protocol):
-    """Anything that returns the current bearer token (without the ``Bearer`` prefix)."""
+    """Anything that returns the current bearer token (without the ``Bearer`` prefix).
+
+    Optional extras the client uses when present: a ``source`` attribute (where the token came
+    from, for error messages) and an ``invalidate()`` method (drop any cached token: the next
+    :meth:`get_token` must read the source again).
+    """
 
     def get_token(self) -> str: ...
 
@@ -94,6 +104,12 @@ class FileToken:
         if token is None:
             raise TokenNotFoundError([f"file {self.path} (missing, unreadable or empty)"])
         return token
+
+    def invalidate(self) -> None:
+        """Read the file again next time even if its mtime, size and inode look unchanged (a
+        renewed token of the same length written within the file system's mtime resolution)."""
+        with self._lock:
+            self._stamp = None
 
     def __repr__(self) -> str:
         return f"FileToken({str(self.path)!r})"
@@ -153,6 +169,13 @@ class DiscoveredToken:
             tried.append(f"file {label} (missing, unreadable or empty)")
         raise TokenNotFoundError(tried)
 
+    def invalidate(self) -> None:
+        """Read every token file again on the next call (see :meth:`FileToken.invalidate`)."""
+        with self._lock:
+            files = list(self._files.values())
+        for ft in files:
+            ft.invalidate()
+
     def __repr__(self) -> str:
         return f"DiscoveredToken(source={self.source!r})"
 
@@ -180,6 +203,7 @@ def token_expiry(token: str) -> float | None:
 
 
 def _oauth2_client_class() -> Any:
+    _require_oidc()
     # Authlib >= 1.7 prefers the `httpx2` package and warns (AuthlibDeprecationWarning) when it falls
     # back to `httpx`. httpx is what we depend on and what respx mocks, so silence exactly that one
     # warning around the import.
@@ -193,6 +217,12 @@ def _oauth2_client_class() -> Any:
     return OAuth2Client
 
 
+def _require_oidc() -> None:
+    feature = "OAuth2 token refresh (OAuth2TokenProvider)"
+    require("authlib", "oidc", feature)
+    require("httpx", "oidc", feature)
+
+
 class OAuth2TokenProvider:
     """Fresh access tokens from an OAuth2 token endpoint (authlib's httpx client).
 
@@ -200,6 +230,8 @@ class OAuth2TokenProvider:
     the client-credentials grant otherwise. With ``source`` (e.g. :class:`DiscoveredToken`), the
     source's token is used as long as it has more than ``min_lifetime`` seconds left (or its expiry
     cannot be read); only a token about to expire, or a missing one, triggers the grant.
+
+    Needs the ``oidc`` extra (authlib, httpx): ``pip install 'sonic-client[oidc]'``.
     """
 
     def __init__(
@@ -228,6 +260,9 @@ class OAuth2TokenProvider:
         self._access: str | None = None
         self._expires_at: float | None = None
         self.source = f"OAuth2 {'refresh-token' if refresh_token else 'client-credentials'} grant"
+        self._rejected: str | None = None  # a source token the gateway refused: use the grant
+        self._last: str | None = None
+        _require_oidc()  # fail here, when the job starts, not at the first refresh hours later
 
     def _fresh_enough(self, expires_at: float | None) -> bool:
         return expires_at is None or expires_at - time.time() > self._min_lifetime
@@ -238,13 +273,26 @@ class OAuth2TokenProvider:
                 token = self._source.get_token()
             except TokenNotFoundError:
                 token = None
-            if token is not None and self._fresh_enough(token_expiry(token)):
+            if (token is not None and token != self._rejected
+                    and self._fresh_enough(token_expiry(token))):
+                self._last = token
                 return token
         with self._lock:
-            if self._access is not None and self._fresh_enough(self._expires_at):
-                return self._access
-            self._access, self._expires_at = self._fetch()
+            if self._access is None or not self._fresh_enough(self._expires_at):
+                self._access, self._expires_at = self._fetch()
+            self._last = self._access
             return self._access
+
+    def invalidate(self) -> None:
+        """The gateway rejected the last token: re-read the source, and if it still holds that
+        token, run the grant instead of sending it again."""
+        with self._lock:
+            if self._last is not None and self._last == self._access:
+                self._access = None
+            else:
+                self._rejected = self._last
+        if self._source is not None:
+            invalidate(self._source)
 
     def _fetch(self) -> tuple[str, float | None]:
         cls = _oauth2_client_class()
@@ -278,6 +326,38 @@ class OAuth2TokenProvider:
 
     def __repr__(self) -> str:
         return f"OAuth2TokenProvider(token_endpoint={self.token_endpoint!r})"
+
+
+def invalidate(provider: TokenProvider) -> None:
+    """Call the provider's ``invalidate()`` when it has one."""
+    hook = getattr(provider, "invalidate", None)
+    if callable(hook):
+        hook()
+
+
+def token_source(provider: TokenProvider) -> str | None:
+    """Where the provider's token comes from (its ``source`` attribute), for messages."""
+    source = getattr(provider, "source", None)
+    return source if isinstance(source, str) else None
+
+
+def unexpired_token(provider: TokenProvider, now: float) -> str:
+    """The provider's token, refusing one whose ``exp`` is at or before ``now`` (Unix time).
+
+    An expired token makes the provider re-read its source once (the agent may have renewed the
+    file); if that gives an expired token too, :class:`TokenExpiredError` says so, naming the
+    source, never the token. Tokens whose expiry cannot be read (opaque) are sent as they are.
+    """
+    token = provider.get_token()
+    exp = token_expiry(token)
+    if exp is None or exp > now:
+        return token
+    invalidate(provider)
+    token = provider.get_token()
+    exp = token_expiry(token)
+    if exp is not None and exp <= now:
+        raise TokenExpiredError(token_source(provider), exp, now)
+    return token
 
 
 def as_provider(token: str | TokenProvider | None) -> TokenProvider:

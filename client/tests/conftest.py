@@ -1,11 +1,14 @@
 """A fake Triton: an in-process gRPC server implementing inference.GRPCInferenceService on a free
 loopback port. ``main_input`` comes back as ``identity`` output plus the emtrack_michel outputs;
-``fail_next`` makes the next N ModelInfer calls fail with a chosen status (and retry-after)."""
+``fail_next`` makes the next N ModelInfer calls fail with a chosen status (and retry-after);
+``unavailable_until`` with ``clock`` answers UNAVAILABLE while the test's fake clock is before it
+(a gateway restart in fake time); ``on_infer`` sees each call's metadata first (and may abort it
+by returning a status)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,10 @@ class FakeTriton:
     metadata: list[dict[str, str]] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
+    unavailable_until: float = float("-inf")
+    clock: Callable[[], float] | None = None
+    call_times: list[float] = field(default_factory=list)
+    on_infer: Callable[[dict[str, str]], grpc.StatusCode | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -60,11 +67,19 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             st.calls += 1
             st.metadata.append(md)
             st.request_ids.append(request.id)
+            if st.clock is not None:
+                st.call_times.append(st.clock())
+                if st.call_times[-1] < st.unavailable_until:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "gateway restarting")
             if st.fail_next > 0:
                 st.fail_next -= 1
                 if st.retry_after is not None:
                     context.set_trailing_metadata((("retry-after", st.retry_after),))
                 context.abort(st.fail_code, "injected failure")
+        if st.on_infer is not None:
+            status = st.on_infer(md)
+            if status is not None:
+                context.abort(status, "rejected by on_infer")
         if md.get("authorization", "") != "Bearer good-token":
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or bad token")
         inp = request.inputs[0]
@@ -89,19 +104,71 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return resp
 
 
-@pytest.fixture
-def fake_triton() -> Iterator[FakeTriton]:
-    state = FakeTriton()
+def start_fake_server(state: FakeTriton) -> grpc.Server:
+    """Serve ``state`` on ``state.port`` (0: a free port, written back into ``state.port``)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
                          options=[("grpc.max_receive_message_length", 64 << 20),
                                   ("grpc.max_send_message_length", 64 << 20)])
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(state), server)
-    state.port = server.add_insecure_port("127.0.0.1:0")
+    state.port = server.add_insecure_port(f"127.0.0.1:{state.port}")
     server.start()
+    return server
+
+
+@pytest.fixture
+def fake_triton() -> Iterator[FakeTriton]:
+    state = FakeTriton()
+    server = start_fake_server(state)
     try:
         yield state
     finally:
         server.stop(grace=None).wait(5)
+
+
+@pytest.fixture
+def fake_triton_state() -> FakeTriton:
+    """A fake server's state with no server yet (start it with ``serve_fake``)."""
+    return FakeTriton()
+
+
+@pytest.fixture
+def serve_fake() -> Iterator[Callable[[FakeTriton], grpc.Server]]:
+    """``serve_fake(state)`` starts (or restarts, on ``state.port``) a fake server; all stop at
+    teardown."""
+    servers: list[grpc.Server] = []
+
+    def start(state: FakeTriton) -> grpc.Server:
+        servers.append(start_fake_server(state))
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop(grace=None).wait(5)
+
+
+class FakeClock:
+    """Monotonic time that only moves when the code under test sleeps; ``sleeps`` records each."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import threading
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 import respx
 
 from sonic_client import Client, InferenceError, RetryPolicy
-from sonic_client._transport import decode_http_response, encode_http_request
+from sonic_client._http import decode_http_response, encode_http_request
 
 BASE = "http://127.0.0.1:18000"
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.002)
@@ -111,3 +114,94 @@ def test_http_codec_roundtrip_bytes_and_ints() -> None:
                                          "data": [1.5, 2.5]}]}).encode()
     np.testing.assert_array_equal(decode_http_response(json_only, None)["y"],
                                   np.array([1.5, 2.5], dtype=np.float32))
+
+
+def test_http_tells_the_server_its_deadline() -> None:
+    """HTTP has no standard deadline header: the client sends ``sonic-timeout-ms`` and Triton's
+    own ``"timeout"`` inference parameter (microseconds)."""
+    x = np.ones((3, 4), dtype=np.float32)
+    router = echo_server([])
+    with router, Client(BASE, token="tok", timeout=2.5) as c:
+        c.infer("m", {"x": x})
+        c.infer("m", {"x": x}, timeout=0.25, outputs=["x_out"])
+        c.server_metadata()
+        first, second, meta = [call.request for call in router.calls]
+    assert first.headers["sonic-timeout-ms"] == "2500"
+    head = json.loads(first.content[:int(first.headers["inference-header-content-length"])])
+    assert head["parameters"] == {"timeout": 2_500_000, "binary_data_output": True}
+    assert second.headers["sonic-timeout-ms"] == "250"
+    head = json.loads(second.content[:int(second.headers["inference-header-content-length"])])
+    assert head["parameters"] == {"timeout": 250_000}
+    assert meta.headers["sonic-timeout-ms"] == "2500"
+    router = echo_server([])
+    with router, Client(BASE, token="tok", timeout=None) as c:
+        c.infer("m", {"x": x})
+    (plain,) = router.seen  # type: ignore[attr-defined]
+    assert "sonic-timeout-ms" not in plain.headers
+    head = json.loads(plain.content[:int(plain.headers["inference-header-content-length"])])
+    assert head["parameters"] == {"binary_data_output": True}
+
+
+def test_http_timeout_closes_the_connection() -> None:
+    """When the client's timeout fires it drops the connection, so the server sees it leave
+    (a real socket; about 0.3 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+    seen: dict[str, Any] = {}
+
+    def never_answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            seen["request"] = request
+            try:
+                seen["eof"] = conn.recv(1) == b""  # blocks until the client closes
+            except TimeoutError:
+                seen["eof"] = False
+
+    server = threading.Thread(target=never_answer)
+    server.start()
+    try:
+        with Client(f"http://127.0.0.1:{port}", token="tok", timeout=0.3,
+                    retry=RetryPolicy.none()) as c, pytest.raises(InferenceError) as info:
+            c.server_metadata()
+        server.join(6)
+    finally:
+        listener.close()
+    assert info.value.code == "DEADLINE_EXCEEDED"
+    assert seen["eof"] is True
+    assert b"sonic-timeout-ms: 300\r\n" in seen["request"]
+
+
+def test_http_connection_failures_are_retried_through_a_restart(fake_clock: Any) -> None:
+    """Refused, reset and dropped connections are UNAVAILABLE and retried within the budget."""
+    x = np.ones((3, 4), dtype=np.float32)
+    router = echo_server([])
+    echo = router.routes[0].side_effect
+    failures: list[str] = []
+
+    def restarting(request: httpx.Request) -> httpx.Response:
+        if fake_clock.now < 40.0:
+            failures.append("connect")
+            raise httpx.ConnectError("connection refused", request=request)
+        if "read" not in failures:
+            failures.append("read")
+            raise httpx.ReadError("connection reset by peer", request=request)
+        if "protocol" not in failures:
+            failures.append("protocol")
+            raise httpx.RemoteProtocolError("server disconnected", request=request)
+        return echo(request)  # type: ignore[no-any-return]
+
+    router.routes[0].side_effect = restarting
+    with router, Client(BASE, token="tok", clock=fake_clock, sleep=fake_clock.sleep) as c:
+        out = c.infer("m", {"x": x})
+    np.testing.assert_array_equal(out["x_out"], x)
+    assert failures[-2:] == ["read", "protocol"]
+    assert out.stats.retries == len(failures) == len(fake_clock.sleeps)
+    assert 40.0 <= fake_clock.now <= 40.0 + 3 * 2.0

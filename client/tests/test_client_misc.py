@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
 import sonic_client
-from sonic_client import Provenance, RetryPolicy
+from sonic_client import Provenance
 from sonic_client._batching import reassemble, split_batches
 from sonic_client._client import _gzip_pays, _link_gbit_s, _parse_url
-from sonic_client._retry import parse_retry_after
 from sonic_client.protodune import (
     INPUT_NAME,
     PATCH_SIZE,
@@ -23,33 +20,12 @@ def test_public_api() -> None:
     assert sorted(sonic_client.__all__) == sorted(
         ["DEFAULT_URL", "RETRYABLE_CODES", "AsyncClient", "Client", "Compression",
          "DiscoveredToken", "FileToken", "InferResult", "InferStats", "InferenceError",
-         "OAuth2TokenProvider", "Provenance", "RetryPolicy", "SonicClientError", "StaticToken",
-         "TokenNotFoundError", "TokenProvider", "TokenRefreshError", "__version__",
+         "MissingDependencyError", "OAuth2TokenProvider", "Provenance", "RetryPolicy",
+         "SonicClientError", "StaticToken", "TokenExpiredError", "TokenNotFoundError",
+         "TokenProvider", "TokenRefreshError", "__version__",
          "discover_token", "token_expiry"])
     for name in sonic_client.__all__:
         assert hasattr(sonic_client, name), name
-
-
-def test_retry_policy_backoff() -> None:
-    p = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0)
-    rng = random.Random(1)
-    for retry in range(1, 8):
-        cap = min(1.0, 0.1 * 2 ** (retry - 1))
-        assert all(0 <= p.delay(retry, None, rng) <= cap for _ in range(50))
-    assert p.delay(1, retry_after=3.0, rng=rng) >= 3.0
-    assert p.delay(1, retry_after=1e6, rng=rng) == p.max_retry_after
-    assert RetryPolicy(jitter=False).delay(3) == pytest.approx(0.4)
-    assert p.should_retry("UNAVAILABLE", 1)
-    assert p.should_retry("RESOURCE_EXHAUSTED", 4)
-    assert not p.should_retry("UNAVAILABLE", 5)
-    for code in ("INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND",
-                 "DEADLINE_EXCEEDED", "INTERNAL"):
-        assert not p.should_retry(code, 1)
-    assert not RetryPolicy.none().should_retry("UNAVAILABLE", 1)
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after(b"0.5") == 0.5
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert parse_retry_after("soon") is None
 
 
 def test_batching_split_and_reassemble() -> None:

@@ -155,3 +155,46 @@ def test_oauth2_failure_is_clear() -> None:
         p.get_token()
     assert ENDPOINT in str(info.value)
     assert "wrong-secret" not in str(info.value)
+
+
+def test_file_token_invalidate_rereads_an_unchanged_looking_file(tmp_path: Path) -> None:
+    f = tmp_path / "tok"
+    f.write_text("token-one")
+    ft = FileToken(f)
+    assert ft.get_token() == "token-one"
+    st = f.stat()
+    with f.open("r+") as fh:  # same inode and size; mtime put back below
+        fh.write("token-two")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ft.get_token() == "token-one"  # the stamp cannot tell
+    ft.invalidate()
+    assert ft.get_token() == "token-two"
+    d = DiscoveredToken({"BEARER_TOKEN_FILE": str(f)}, UID)
+    assert d.get_token() == "token-two"
+    with f.open("r+") as fh:
+        fh.write("token-333")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    d.invalidate()
+    assert d.get_token() == "token-333"
+
+
+@respx.mock
+def test_oauth2_invalidate_after_a_rejection_runs_the_grant(tmp_path: Path) -> None:
+    f = tmp_path / "tok"
+    f.write_text(jwt(time.time() + 3600))
+    route = respx.post(ENDPOINT).mock(side_effect=[
+        httpx.Response(200, json={"access_token": "granted-1", "token_type": "Bearer",
+                                  "expires_in": 600}),
+        httpx.Response(200, json={"access_token": "granted-2", "token_type": "Bearer",
+                                  "expires_in": 600}),
+    ])
+    p = OAuth2TokenProvider(ENDPOINT, "cid", refresh_token="rt", source=FileToken(f))
+    assert p.get_token() == f.read_text()
+    p.invalidate()  # the gateway rejected the source's token, which still looks fresh
+    assert p.get_token() == "granted-1"
+    assert p.get_token() == "granted-1"
+    p.invalidate()  # and then the granted one
+    assert p.get_token() == "granted-2"
+    assert route.call_count == 2
+    f.write_text(jwt(time.time() + 7200))  # the agent renewed the file: used again
+    assert p.get_token() == f.read_text()
