@@ -185,3 +185,27 @@ async def test_shared_memory_another_client_registered_is_not_reachable(
             await owner.unregister_system_shared_memory("victim")
             await owner.close()
         shm.destroy_shared_memory_region(region)
+
+
+def _shape(value: Any) -> Any:
+    """The keys of a JSON document, recursively (lists by their first element), without the values."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+async def test_statistics_keep_zero_and_empty_fields_as_triton_does(clients: Any) -> None:
+    via, direct = clients
+    x = np.ones((1, 48, 48, 1), np.float32)
+    for client in (via, direct):
+        await client.infer("identity_fp32", _inputs(x, name="INPUT0"), outputs=_outputs(names=("OUTPUT0",)))
+    got = await via.get_inference_statistics("identity_fp32")
+    want = await direct.get_inference_statistics("identity_fp32")
+    assert got["model_stats"][0]["inference_stats"]["fail"]["count"] == 0
+    assert got["model_stats"][0]["memory_usage"] == []
+    got_shape, want_shape = _shape(got), _shape(want)
+    for stats in (got_shape, want_shape):  # how many batch sizes each has seen differs
+        stats["model_stats"][0].pop("batch_stats")
+    assert got_shape == want_shape

@@ -267,7 +267,10 @@ class KServeHttp:
                 if isinstance(answer, GatewayError):
                     raise answer
         merged = merge_statistics(good, lambda name: self.dataplane.may_use(principal, name))
-        out = MessageToDict(merged, preserving_proto_field_name=True)
+        # Zero counters and empty lists stay, as Triton writes them: clients index into them.
+        out = MessageToDict(
+            merged, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         return _json(_numbers(out))
 
     async def repository_index(self, request: Request) -> Response:
