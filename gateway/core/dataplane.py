@@ -22,6 +22,7 @@ from gateway.errors import (
     BackendError,
     BackendUnreachable,
     DeadlineExceeded,
+    InvalidArgument,
     ModelNotFound,
     PermissionDenied,
     Unavailable,
@@ -156,7 +157,11 @@ class DataPlane:
         self.authorizer.authorize_infer(principal, model)
         backends = snapshot.candidates(model, version, protocol)
         if not backends:
-            self._unroutable(model, version, protocol)
+            try:
+                self._unroutable(model, version, protocol)
+            except ModelNotFound as exc:
+                # Triton answers statistics of a model it does not have with INVALID_ARGUMENT / 400.
+                raise InvalidArgument(exc.message) from exc
         return backends
 
     def repository_index(self, protocol: Protocol = "grpc") -> list[IndexEntry]:

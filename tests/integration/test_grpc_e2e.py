@@ -253,3 +253,16 @@ async def test_shared_memory_another_client_registered_is_not_reachable(
             await owner.unregister_system_shared_memory("victim")
             await owner.close()
         shm.destroy_shared_memory_region(region)
+
+
+@pytest.mark.parametrize(("model", "version"), [("no_such_model", ""), ("identity_fp32", "9")])
+async def test_statistics_of_an_unknown_model_is_invalid_argument_as_triton_says(
+    clients: Any, model: str, version: str
+) -> None:
+    via, direct = clients
+    codes = []
+    for client in (via, direct):
+        with pytest.raises(InferenceServerException) as err:
+            await client.get_inference_statistics(model, version)
+        codes.append(err.value.status())
+    assert codes == ["StatusCode.INVALID_ARGUMENT"] * 2

@@ -209,3 +209,28 @@ async def test_statistics_keep_zero_and_empty_fields_as_triton_does(clients: Any
     for stats in (got_shape, want_shape):  # how many batch sizes each has seen differs
         stats["model_stats"][0].pop("batch_stats")
     assert got_shape == want_shape
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/nothing"),
+        ("GET", "/v2/models/identity_fp32/nothing"),
+        ("GET", "/v3/x"),
+        ("DELETE", "/v2"),
+        ("GET", "/v2/models/identity_fp32/infer"),
+        ("POST", "/v2/health/ready"),
+        ("GET", "/v2/repository/index"),
+        ("GET", "/v2/models/no_such_model/stats"),
+        ("GET", "/v2/models/identity_fp32/versions/9/stats"),
+        ("GET", "/v2/models/no_such_model"),
+    ],
+)
+async def test_errors_have_tritons_status_and_shape(
+    gateway: Gateway, tritons: list[TritonServer], method: str, path: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as c:
+        via = await c.request(method, f"http://127.0.0.1:{gateway.http_port}{path}")
+        direct = await c.request(method, f"http://127.0.0.1:{tritons[0].ports.http}{path}")
+    assert via.status_code == direct.status_code
+    assert list(via.json()) == list(direct.json()) == ["error"]

@@ -6,10 +6,13 @@ through FastAPI dependencies, never created at import time.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 from gateway import __version__
 from gateway.catalog.api import install_admin_api
@@ -27,6 +30,20 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated["Gateway", Depends(get_gateway)]
 
 
+async def _triton_error_shape(request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods answer as Triton does: ``{"error": "Not Found"}`` (not
+    FastAPI's ``{"detail": ...}``); ``/api`` keeps FastAPI's own handling."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        return await http_exception_handler(request, exc)
+    return Response(
+        json.dumps({"error": exc.detail}),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers,
+    )
+
+
 def create_http_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(
         title="SONIC Gateway",
@@ -34,6 +51,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
         description="Federated, authenticated inference gateway for Triton (KServe v2 protocol).",
     )
     app.state.gateway = gateway
+    app.add_exception_handler(HTTPException, _triton_error_shape)
 
     @app.get("/v2/health/live", tags=["health"])
     async def live() -> Response:
