@@ -39,6 +39,16 @@ class InvalidArgument(GatewayError):
     """The request is malformed (bad protobuf, missing model name, bad JSON)."""
 
 
+class InvalidField(InvalidArgument):
+    """A request field holds a value that cannot be taken (an unknown reference, a null where a value is
+    needed, text or a number the catalog cannot store). ``loc`` names the field, as a validation error's
+    ``loc`` does (``("body", "facility")``, ``("query", "name")``)."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class Unauthenticated(GatewayError):
     """No token, or a token that did not validate. ``reason`` is a short machine-readable code."""
 
@@ -75,6 +85,14 @@ class ResourceExhausted(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class NotFound(GatewayError):
+    """No catalog entry (facility, backend, dataset, ...) with that id."""
+
+
+class Conflict(GatewayError):
+    """The change contradicts what the catalog holds (a name that must be unique is taken)."""
+
+
 class PayloadTooLarge(GatewayError):
     """The request body is larger than the configured limit."""
 
@@ -104,10 +122,13 @@ class ProtocolStatus:
 
 # THE table. Order matters: subclasses before their bases (first isinstance match wins).
 _STATUS_TABLE: tuple[tuple[type[GatewayError], ProtocolStatus], ...] = (
+    (InvalidField, ProtocolStatus("INVALID_ARGUMENT", 422)),
     (InvalidArgument, ProtocolStatus("INVALID_ARGUMENT", 400)),
     (Unauthenticated, ProtocolStatus("UNAUTHENTICATED", 401)),
     (PermissionDenied, ProtocolStatus("PERMISSION_DENIED", 403)),
     (ModelNotFound, ProtocolStatus("NOT_FOUND", 404)),
+    (NotFound, ProtocolStatus("NOT_FOUND", 404)),
+    (Conflict, ProtocolStatus("ALREADY_EXISTS", 409)),
     (PayloadTooLarge, ProtocolStatus("RESOURCE_EXHAUSTED", 413)),
     (ResourceExhausted, ProtocolStatus("RESOURCE_EXHAUSTED", 429)),
     (Unimplemented, ProtocolStatus("UNIMPLEMENTED", 501)),

@@ -1,8 +1,10 @@
 """The admin and catalog REST API under ``/api/v1``.
 
 Every endpoint needs an authenticated caller; writes also need an admin (``authorize_admin``). Errors
-are ``{"error": "..."}``: 401/403 for auth, 404 for unknown ids, 409 for duplicates (IntegrityError is
-translated here, at the edge), 422 for bad input (FastAPI's field messages). Handlers are plain ``def``
+are the gateway's own (``gateway.errors``), answered with THE status table as ``{"error": "..."}``: 401/403
+for auth, 404 for unknown ids, 409 for duplicates (IntegrityError is translated here, at the edge), 422
+for bad input, where the body also lists each wrong field (``{"error": ..., "detail": [{loc, msg,
+type}]}``, the same shape for FastAPI's validation and for our own checks). Handlers are plain ``def``
 so the database work runs in the worker threads, never on the event loop; after each write the router's
 backends and model groups are refreshed from the catalog and the consistency check is woken.
 """
@@ -12,17 +14,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, Security
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, Select, String, cast, exists, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.auth.www import www_authenticate
 from gateway.catalog import models as m
 from gateway.catalog import schemas as s
+from gateway.catalog.db import brief
 from gateway.core.identity import Principal
-from gateway.errors import PermissionDenied, Unauthenticated
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    InvalidField,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    status_of,
+)
 from gateway.routing.backend import Backend as RouterBackend
 
 if TYPE_CHECKING:
@@ -31,17 +45,50 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
+# -- errors: gateway.errors through THE table, in one body shape ---------------------------------------
+def _field_errors(errors: Any) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+def _error_body(exc: GatewayError) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": exc.message}
+    if isinstance(exc, InvalidField):
+        body["detail"] = [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}]
+    return body
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    headers = None
+    if isinstance(exc, Unauthenticated | PermissionDenied):
+        headers = {"WWW-Authenticate": www_authenticate(exc)}
+    return JSONResponse(_error_body(exc), status_code=status_of(exc).http_status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for ``/api``, in the API's one shape: ``error`` says it all in one line."""
+    assert isinstance(exc, RequestValidationError)
+    if not request.url.path.startswith(router.prefix):
+        return await request_validation_exception_handler(request, exc)
+    detail = _field_errors(exc.errors())
+    error = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in detail)
+    return JSONResponse({"error": error, "detail": detail}, status_code=422)
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation documents (OpenAPI)."""
+    what = {
+        400: "malformed request",
+        401: "no valid bearer token (see WWW-Authenticate)",
+        403: "the token lacks the admin scope or group",
+        404: "no entry with that id",
+        409: "a name that must be unique is taken",
+        422: "a field is wrong: each one is listed under detail",
+    }
+    return {
+        code: {"model": s.ValidationErrorOut if code == 422 else s.ErrorOut, "description": what[code]}
+        for code in codes
+    }
 
 
 def _gateway(request: Request) -> Gateway:
@@ -49,46 +96,72 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def get_principal(request: Request) -> Principal:
+# Documents the scheme in OpenAPI; the token itself goes to the gateway's authenticator unparsed.
+_bearer = HTTPBearer(auto_error=False, description="an OIDC/WLCG/SciTokens access token")
+
+
+async def get_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> Principal:
     gateway = _gateway(request)
-    try:
-        return await gateway.dataplane.authenticator.authenticate(request.headers.get("authorization"))
-    except Unauthenticated as exc:
-        raise ApiError(401, exc.message, {"WWW-Authenticate": www_authenticate(exc)}) from None
+    return await gateway.dataplane.authenticator.authenticate(request.headers.get("authorization"))
 
 
 async def get_admin(request: Request, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    try:
-        _gateway(request).authorizer.authorize_admin(principal)
-    except PermissionDenied as exc:
-        raise ApiError(403, exc.message, {"WWW-Authenticate": www_authenticate(exc)}) from None
+    _gateway(request).authorizer.authorize_admin(principal)
     return principal
 
 
 def get_session(request: Request) -> Iterator[Session]:
     with _gateway(request).catalog.session() as session:
-        yield session
+        try:
+            yield session
+        except DataError as exc:  # the schemas keep values in range; this is the database's last word
+            raise InvalidField(f"the catalog database cannot store a value: {brief(exc)}") from exc
+
+
+def _storable_query(request: Request) -> None:
+    """Query text the database can compare: PostgreSQL refuses NUL characters."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value or "\x00" in name:
+            raise InvalidField(f"query parameter {name!r} may not contain NUL characters", ("query", name))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 Reader = Annotated[Principal, Depends(get_principal)]
 Admin = Annotated[Principal, Depends(get_admin)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=s.INT32_MAX)]
 Sort = Annotated[
     str | None, Query(pattern=r"^-?[a-z_]+$", description="a field; '-field' for descending; ties by id")
 ]
+Ident = Annotated[int, Path(ge=1, le=s.INT32_MAX, description="the entry's id")]
 
-router = APIRouter(prefix="/api/v1", tags=["catalog"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["catalog"],
+    dependencies=[Depends(_storable_query)],
+    responses=_responses(401, 422),
+)
+ONE = _responses(404)  # reads of one entry
+CREATE = _responses(403, 409)
+CHANGE = _responses(403, 404, 409)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _commit(session: Session, what: str) -> None:
     try:
         session.commit()
-    except IntegrityError:
+    except IntegrityError as exc:
         session.rollback()
-        raise ApiError(409, f"{what} already exists (names must be unique)") from None
+        if _is_unique_violation(exc):
+            raise Conflict(f"{what} already exists (names must be unique)") from exc
+        raise Conflict(f"{what}: the catalog refused the change: {brief(exc)}") from exc
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # psycopg
+    return sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)  # or SQLite's words
 
 
 def _refresh_router(request: Request) -> None:
@@ -96,14 +169,14 @@ def _refresh_router(request: Request) -> None:
     _gateway(request).catalog.after_write()
 
 
-def _get(session: Session, cls: type[T], ident: int, what: str) -> T:
+def _get(session: Session, cls: type[T], ident: Ident, what: str) -> T:
     obj = session.get(cls, ident)
     if obj is None:
-        raise ApiError(404, f"no {what} with id {ident}")
+        raise NotFound(f"no {what} with id {ident}")
     return obj
 
 
-def _delete(session: Session, cls: type[Any], ident: int, what: str, request: Request | None) -> Response:
+def _delete(session: Session, cls: type[Any], ident: Ident, what: str, request: Request | None) -> Response:
     """DELETE one row (404 if absent); rows the router reads also refresh its snapshot."""
     session.delete(_get(session, cls, ident, what))
     _commit(session, what)
@@ -133,7 +206,9 @@ def _page(
     if sort:
         field = sort.lstrip("-")
         if field not in sortable:
-            raise ApiError(422, f"cannot sort by {field!r}; choose one of {sorted(sortable)}")
+            raise InvalidField(
+                f"cannot sort by {field!r}; choose one of {sorted(sortable)}", ("query", "sort")
+            )
         column = sortable[field]
         order.append(column.desc() if sort.startswith("-") else column.asc())
     order.append(id_column.asc())
@@ -190,7 +265,7 @@ def list_facilities(
     return _page(session, stmt, m.Facility.id, sortable, sort, limit, offset, _facility_out)
 
 
-@router.post("/facilities", status_code=201, response_model=s.FacilityOut)
+@router.post("/facilities", status_code=201, response_model=s.FacilityOut, responses=CREATE)
 def create_facility(body: s.FacilityIn, session: SessionDep, _: Admin, request: Request) -> s.FacilityOut:
     facility = m.Facility(**body.model_dump())
     session.add(facility)
@@ -199,14 +274,14 @@ def create_facility(body: s.FacilityIn, session: SessionDep, _: Admin, request: 
     return _facility_out(facility)
 
 
-@router.get("/facilities/{ident}", response_model=s.FacilityOut)
-def get_facility(ident: int, session: SessionDep, _: Reader) -> s.FacilityOut:
+@router.get("/facilities/{ident}", response_model=s.FacilityOut, responses=ONE)
+def get_facility(ident: Ident, session: SessionDep, _: Reader) -> s.FacilityOut:
     return _facility_out(_get(session, m.Facility, ident, "facility"))
 
 
-@router.patch("/facilities/{ident}", response_model=s.FacilityOut)
+@router.patch("/facilities/{ident}", response_model=s.FacilityOut, responses=CHANGE)
 def update_facility(
-    ident: int, body: s.FacilityPatch, session: SessionDep, _: Admin, request: Request
+    ident: Ident, body: s.FacilityPatch, session: SessionDep, _: Admin, request: Request
 ) -> s.FacilityOut:
     facility = _get(session, m.Facility, ident, "facility")
     _apply(facility, body.model_dump(exclude_unset=True))
@@ -215,8 +290,8 @@ def update_facility(
     return _facility_out(facility)
 
 
-@router.delete("/facilities/{ident}", status_code=204)
-def delete_facility(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+@router.delete("/facilities/{ident}", status_code=204, responses=CHANGE)
+def delete_facility(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Facility, ident, "facility", request)
 
 
@@ -249,7 +324,7 @@ def _backend_select() -> Any:  # a Select; its generic form differs between SQLA
 def _one_backend(session: Session, ident: int) -> s.BackendOut:
     row = session.execute(_backend_select().where(m.Backend.id == ident)).first()
     if row is None:
-        raise ApiError(404, f"no backend with id {ident}")
+        raise NotFound(f"no backend with id {ident}")
     return _backend_out(row)
 
 
@@ -284,11 +359,11 @@ def list_backends(
 def _facility_by_name(session: Session, name: str) -> m.Facility:
     facility = session.scalar(select(m.Facility).where(m.Facility.name == name))
     if facility is None:
-        raise ApiError(422, f"facility: no facility named {name!r}; register it first")
+        raise InvalidField(f"facility: no facility named {name!r}; register it first", ("body", "facility"))
     return facility
 
 
-@router.post("/backends", status_code=201, response_model=s.BackendOut)
+@router.post("/backends", status_code=201, response_model=s.BackendOut, responses=CREATE)
 def create_backend(body: s.BackendIn, session: SessionDep, _: Admin, request: Request) -> s.BackendOut:
     facility = _facility_by_name(session, body.facility)
     backend = m.Backend(facility_id=facility.id, **body.model_dump(exclude={"facility"}))
@@ -298,14 +373,14 @@ def create_backend(body: s.BackendIn, session: SessionDep, _: Admin, request: Re
     return _one_backend(session, backend.id)
 
 
-@router.get("/backends/{ident}", response_model=s.BackendOut)
-def get_backend(ident: int, session: SessionDep, _: Reader) -> s.BackendOut:
+@router.get("/backends/{ident}", response_model=s.BackendOut, responses=ONE)
+def get_backend(ident: Ident, session: SessionDep, _: Reader) -> s.BackendOut:
     return _one_backend(session, ident)
 
 
-@router.patch("/backends/{ident}", response_model=s.BackendOut)
+@router.patch("/backends/{ident}", response_model=s.BackendOut, responses=CHANGE)
 def update_backend(
-    ident: int, body: s.BackendPatch, session: SessionDep, _: Admin, request: Request
+    ident: Ident, body: s.BackendPatch, session: SessionDep, _: Admin, request: Request
 ) -> s.BackendOut:
     backend = _get(session, m.Backend, ident, "backend")
     _apply(backend, body.model_dump(exclude_unset=True))
@@ -314,8 +389,8 @@ def update_backend(
     return _one_backend(session, ident)
 
 
-@router.delete("/backends/{ident}", status_code=204)
-def delete_backend(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+@router.delete("/backends/{ident}", status_code=204, responses=CHANGE)
+def delete_backend(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Backend, ident, "backend", request)
 
 
@@ -371,7 +446,7 @@ def list_datasets(
     return _page(session, stmt, m.Dataset.id, sortable, sort, limit, offset, _dataset_out)
 
 
-@router.post("/datasets", status_code=201, response_model=s.DatasetOut)
+@router.post("/datasets", status_code=201, response_model=s.DatasetOut, responses=CREATE)
 def create_dataset(body: s.DatasetIn, session: SessionDep, _: Admin) -> s.DatasetOut:
     dataset = m.Dataset(**_dataset_values(body.model_dump()))
     session.add(dataset)
@@ -379,21 +454,21 @@ def create_dataset(body: s.DatasetIn, session: SessionDep, _: Admin) -> s.Datase
     return _dataset_out(dataset)
 
 
-@router.get("/datasets/{ident}", response_model=s.DatasetOut)
-def get_dataset(ident: int, session: SessionDep, _: Reader) -> s.DatasetOut:
+@router.get("/datasets/{ident}", response_model=s.DatasetOut, responses=ONE)
+def get_dataset(ident: Ident, session: SessionDep, _: Reader) -> s.DatasetOut:
     return _dataset_out(_get(session, m.Dataset, ident, "dataset"))
 
 
-@router.patch("/datasets/{ident}", response_model=s.DatasetOut)
-def update_dataset(ident: int, body: s.DatasetPatch, session: SessionDep, _: Admin) -> s.DatasetOut:
+@router.patch("/datasets/{ident}", response_model=s.DatasetOut, responses=CHANGE)
+def update_dataset(ident: Ident, body: s.DatasetPatch, session: SessionDep, _: Admin) -> s.DatasetOut:
     dataset = _get(session, m.Dataset, ident, "dataset")
     _apply(dataset, _dataset_values(body.model_dump(exclude_unset=True)))
     _commit(session, "dataset")
     return _dataset_out(dataset)
 
 
-@router.delete("/datasets/{ident}", status_code=204)
-def delete_dataset(ident: int, session: SessionDep, _: Admin) -> Response:
+@router.delete("/datasets/{ident}", status_code=204, responses=CHANGE)
+def delete_dataset(ident: Ident, session: SessionDep, _: Admin) -> Response:
     return _delete(session, m.Dataset, ident, "dataset", None)
 
 
@@ -435,7 +510,10 @@ def _version_values(session: Session, values: dict[str, Any]) -> dict[str, Any]:
         if name is not None:
             dataset = session.scalar(select(m.Dataset).where(m.Dataset.name == name))
             if dataset is None:
-                raise ApiError(422, f"training_dataset: no dataset named {name!r}; register it first")
+                raise InvalidField(
+                    f"training_dataset: no dataset named {name!r}; register it first",
+                    ("body", "training_dataset"),
+                )
             values["training_dataset_id"] = dataset.id
     return values
 
@@ -476,7 +554,7 @@ def list_models(
     return _page(session, stmt, m.Model.id, sortable, sort, limit, offset, _model_out)
 
 
-@router.post("/models", status_code=201, response_model=s.ModelOut)
+@router.post("/models", status_code=201, response_model=s.ModelOut, responses=CREATE)
 def create_model(body: s.ModelIn, session: SessionDep, principal: Admin, request: Request) -> s.ModelOut:
     model = m.Model(name=body.name, description=body.description)
     model.versions = [_new_version(session, v, principal) for v in body.versions]
@@ -486,27 +564,27 @@ def create_model(body: s.ModelIn, session: SessionDep, principal: Admin, request
     return _model_out(model)
 
 
-@router.get("/models/{ident}", response_model=s.ModelOut)
-def get_model(ident: int, session: SessionDep, _: Reader) -> s.ModelOut:
+@router.get("/models/{ident}", response_model=s.ModelOut, responses=ONE)
+def get_model(ident: Ident, session: SessionDep, _: Reader) -> s.ModelOut:
     return _model_out(_get(session, m.Model, ident, "model"))
 
 
-@router.patch("/models/{ident}", response_model=s.ModelOut)
-def update_model(ident: int, body: s.ModelPatch, session: SessionDep, _: Admin) -> s.ModelOut:
+@router.patch("/models/{ident}", response_model=s.ModelOut, responses=CHANGE)
+def update_model(ident: Ident, body: s.ModelPatch, session: SessionDep, _: Admin) -> s.ModelOut:
     model = _get(session, m.Model, ident, "model")
     _apply(model, body.model_dump(exclude_unset=True))
     _commit(session, "model")
     return _model_out(model)
 
 
-@router.delete("/models/{ident}", status_code=204)
-def delete_model(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+@router.delete("/models/{ident}", status_code=204, responses=CHANGE)
+def delete_model(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Model, ident, "model", request)
 
 
-@router.get("/models/{ident}/versions", response_model=s.Page[s.ModelVersionOut])
+@router.get("/models/{ident}/versions", response_model=s.Page[s.ModelVersionOut], responses=ONE)
 def list_versions(
-    ident: int,
+    ident: Ident,
     session: SessionDep,
     _: Reader,
     tag: str | None = None,
@@ -524,9 +602,9 @@ def list_versions(
     )
 
 
-@router.post("/models/{ident}/versions", status_code=201, response_model=s.ModelVersionOut)
+@router.post("/models/{ident}/versions", status_code=201, response_model=s.ModelVersionOut, responses=CHANGE)
 def create_version(
-    ident: int, body: s.ModelVersionIn, session: SessionDep, principal: Admin, request: Request
+    ident: Ident, body: s.ModelVersionIn, session: SessionDep, principal: Admin, request: Request
 ) -> s.ModelVersionOut:
     model = _get(session, m.Model, ident, "model")
     version = _new_version(session, body, principal)
@@ -536,14 +614,14 @@ def create_version(
     return _version_out(session, version)
 
 
-@router.get("/model-versions/{ident}", response_model=s.ModelVersionOut)
-def get_version(ident: int, session: SessionDep, _: Reader) -> s.ModelVersionOut:
+@router.get("/model-versions/{ident}", response_model=s.ModelVersionOut, responses=ONE)
+def get_version(ident: Ident, session: SessionDep, _: Reader) -> s.ModelVersionOut:
     return _version_out(session, _get(session, m.ModelVersion, ident, "model version"))
 
 
-@router.patch("/model-versions/{ident}", response_model=s.ModelVersionOut)
+@router.patch("/model-versions/{ident}", response_model=s.ModelVersionOut, responses=CHANGE)
 def update_version(
-    ident: int, body: s.ModelVersionPatch, session: SessionDep, _: Admin, request: Request
+    ident: Ident, body: s.ModelVersionPatch, session: SessionDep, _: Admin, request: Request
 ) -> s.ModelVersionOut:
     version = _get(session, m.ModelVersion, ident, "model version")
     _apply(version, _version_values(session, body.model_dump(exclude_unset=True)))
@@ -552,8 +630,8 @@ def update_version(
     return _version_out(session, version)
 
 
-@router.delete("/model-versions/{ident}", status_code=204)
-def delete_version(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+@router.delete("/model-versions/{ident}", status_code=204, responses=CHANGE)
+def delete_version(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.ModelVersion, ident, "model version", request)
 
 
@@ -589,7 +667,7 @@ def _deployment_out(row: Any) -> s.DeploymentOut:
 def _one_deployment(session: Session, ident: int) -> s.DeploymentOut:
     row = session.execute(_deployment_select().where(m.Deployment.id == ident)).first()
     if row is None:
-        raise ApiError(404, f"no deployment with id {ident}")
+        raise NotFound(f"no deployment with id {ident}")
     return _deployment_out(row)
 
 
@@ -600,7 +678,7 @@ def list_deployments(
     facility: str | None = None,
     model: str | None = None,
     version: str | None = None,
-    backend_id: int | None = None,
+    backend_id: Annotated[int | None, Query(ge=1, le=s.INT32_MAX)] = None,
     state: str | None = None,
     consistency: Annotated[
         str | None, Query(description="the consistency check's verdict, e.g. 'mismatch'")
@@ -626,7 +704,7 @@ def list_deployments(
 
 def _insert_or_register(session: Session, body: s.DeploymentIn, version: m.ModelVersion) -> m.Deployment:
     what = f"deployment of {body.model}:{body.version} on backend {body.backend_id}"
-    conflict = ApiError(409, f"{what} already exists (names must be unique)")
+    conflict = Conflict(f"{what} already exists (names must be unique)")
     # Two rounds: the consistency check may insert the 'observed' row between our read and our
     # insert (it probes a backend as soon as it is registered); the second round converts that row.
     for _ in range(2):
@@ -652,32 +730,35 @@ def _insert_or_register(session: Session, body: s.DeploymentIn, version: m.Model
     raise conflict
 
 
-@router.post("/deployments", status_code=201, response_model=s.DeploymentOut)
+@router.post("/deployments", status_code=201, response_model=s.DeploymentOut, responses=CREATE)
 def create_deployment(
     body: s.DeploymentIn, session: SessionDep, _: Admin, request: Request
 ) -> s.DeploymentOut:
     if session.get(m.Backend, body.backend_id) is None:
-        raise ApiError(422, f"backend_id: no backend with id {body.backend_id}")
+        raise InvalidField(f"backend_id: no backend with id {body.backend_id}", ("body", "backend_id"))
     version = session.scalar(
         select(m.ModelVersion)
         .join(m.Model, m.ModelVersion.model_id == m.Model.id)
         .where(m.Model.name == body.model, m.ModelVersion.version == body.version)
     )
     if version is None:
-        raise ApiError(422, f"model: no version {body.version!r} of model {body.model!r}; register it first")
+        raise InvalidField(
+            f"model: no version {body.version!r} of model {body.model!r}; register it first",
+            ("body", "version"),
+        )
     deployment = _insert_or_register(session, body, version)
     _refresh_router(request)
     return _one_deployment(session, deployment.id)
 
 
-@router.get("/deployments/{ident}", response_model=s.DeploymentOut)
-def get_deployment(ident: int, session: SessionDep, _: Reader) -> s.DeploymentOut:
+@router.get("/deployments/{ident}", response_model=s.DeploymentOut, responses=ONE)
+def get_deployment(ident: Ident, session: SessionDep, _: Reader) -> s.DeploymentOut:
     return _one_deployment(session, ident)
 
 
-@router.patch("/deployments/{ident}", response_model=s.DeploymentOut)
+@router.patch("/deployments/{ident}", response_model=s.DeploymentOut, responses=CHANGE)
 def update_deployment(
-    ident: int, body: s.DeploymentPatch, session: SessionDep, _: Admin, request: Request
+    ident: Ident, body: s.DeploymentPatch, session: SessionDep, _: Admin, request: Request
 ) -> s.DeploymentOut:
     deployment = _get(session, m.Deployment, ident, "deployment")
     deployment.state = body.state
@@ -686,8 +767,8 @@ def update_deployment(
     return _one_deployment(session, ident)
 
 
-@router.delete("/deployments/{ident}", status_code=204)
-def delete_deployment(ident: int, session: SessionDep, _: Admin, request: Request) -> Response:
+@router.delete("/deployments/{ident}", status_code=204, responses=CHANGE)
+def delete_deployment(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Deployment, ident, "deployment", request)
 
 
@@ -747,5 +828,6 @@ def list_usage(
 
 def install_admin_api(app: FastAPI) -> None:
     """Mount ``/api/v1`` on ``app`` with its ``{"error": ...}`` responses."""
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(router)

@@ -53,6 +53,13 @@ class Expected:
     max_batch_size: int = 0
 
 
+# The KServe v2 tensor datatypes (what datatype() turns Triton's names into).
+DATATYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+    | {"FP16", "FP32", "FP64", "BF16", "BYTES"}
+)
+
+
 def datatype(name: str) -> str:
     """``TYPE_FP32`` -> ``FP32``; Triton's ``STRING`` is KServe's ``BYTES``."""
     upper = name.upper().removeprefix("TYPE_")

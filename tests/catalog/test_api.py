@@ -62,6 +62,27 @@ async def test_facility_crud(client: httpx.AsyncClient) -> None:
         ("backends", {"facility": "lab", "address": "no-port"}, "address"),
         ("backends", {"facility": "lab", "address": "h:1", "capacity": 0}, "capacity"),
         ("backends", {"facility": "lab", "address": "h:1", "protocol": "udp"}, "protocol"),
+        ("backends", {"facility": "lab", "address": "http://h:8001"}, "address"),
+        ("backends", {"facility": "lab", "address": "a b c:1"}, "address"),
+        ("backends", {"facility": "lab", "address": "h:0"}, "address"),
+        (
+            "backends",
+            {"facility": "lab", "address": "h:1", "metrics_address": "h:1/metrics"},
+            "metrics_address",
+        ),
+        ("backends", {"facility": "lab", "address": "h:1", "capacity": True}, "capacity"),
+        ("datasets", {"name": "d", "n_files": True}, "n_files"),
+        (
+            "models",
+            {
+                "name": "m",
+                "versions": [
+                    {"version": "1", "inputs": [{"name": "x", "datatype": "FLOAT99", "shape": [1]}]}
+                ],
+            },
+            "datatype",
+        ),
+        ("models", {"name": "m", "versions": [{"version": "1", "max_batch_size": 1.5}]}, "max_batch_size"),
         ("datasets", {"name": "d", "n_events": -1}, "n_events"),
         ("models", {"name": "m", "versions": [{"version": "1", "sha256": "xyz"}]}, "sha256"),
         ("deployments", {"backend_id": "one", "model": "m", "version": "1"}, "backend_id"),
@@ -322,3 +343,123 @@ async def test_registering_a_deployment_the_consistency_check_inserts_concurrent
     r = await client.get(f"/api/v1/deployments?backend_id={backend['id']}", headers=READER)
     assert [(d["model"], d["state"]) for d in r.json()["items"]] == [("toy", "registered")]
     assert (await client.post("/api/v1/deployments", json=dep, headers=ADMIN)).status_code == 409
+
+
+async def _catalog_with_one_of_each(client: httpx.AsyncClient) -> dict[str, int]:
+    facility = await post(client, "facilities", {"name": "lab", "site": "FNAL"})
+    backend = await post(client, "backends", {"facility": "lab", "address": "10.0.0.1:8001"})
+    dataset = await post(client, "datasets", {"name": "dune:run1", "storage_uris": ["root://eos/1"]})
+    model = await post(client, "models", {"name": "emtrack", "versions": [{"version": "1", "tags": ["a"]}]})
+    [version] = (await client.get(f"/api/v1/models/{model['id']}/versions", headers=READER)).json()["items"]
+    ids = {"facilities": facility["id"], "backends": backend["id"], "datasets": dataset["id"]}
+    ids |= {"models": model["id"], "model-versions": version["id"]}
+    return {k: int(str(v)) for k, v in ids.items()}
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("datasets", "storage_uris"),
+        ("datasets", "metadata"),
+        ("datasets", "experiment"),
+        ("model-versions", "inputs"),
+        ("model-versions", "tags"),
+        ("model-versions", "max_batch_size"),
+        ("facilities", "site"),
+        ("facilities", "enabled"),
+        ("backends", "capacity"),
+        ("backends", "draining"),
+        ("models", "description"),
+    ],
+)
+async def test_patch_with_null_is_refused_and_nothing_is_stored(
+    client: httpx.AsyncClient, path: str, field: str
+) -> None:
+    ids = await _catalog_with_one_of_each(client)
+    before = (await client.get(f"/api/v1/{path}/{ids[path]}", headers=READER)).json()
+    r = await client.patch(f"/api/v1/{path}/{ids[path]}", json={field: None}, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert f"{field} may not be null" in r.json()["error"]
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", field]]
+    assert (await client.get(f"/api/v1/{path}/{ids[path]}", headers=READER)).json() == before
+    listing = f"models/{ids['models']}/versions" if path == "model-versions" else path
+    assert (await client.get(f"/api/v1/{listing}", headers=READER)).status_code == 200
+
+
+async def test_patch_with_null_clears_what_may_be_empty(client: httpx.AsyncClient) -> None:
+    ids = await _catalog_with_one_of_each(client)
+    dataset = f"/api/v1/datasets/{ids['datasets']}"
+    await client.patch(dataset, json={"checksum": "adler32:1", "n_events": 5}, headers=ADMIN)
+    r = await client.patch(dataset, json={"checksum": None, "n_events": None}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert (r.json()["checksum"], r.json()["n_events"]) == (None, None)
+    backend = f"/api/v1/backends/{ids['backends']}"
+    await client.patch(backend, json={"http_address": "10.0.0.1:8000"}, headers=ADMIN)
+    r = await client.patch(backend, json={"http_address": None}, headers=ADMIN)
+    assert (r.status_code, r.json()["http_address"]) == (200, None)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "where"),
+    [
+        ("GET", "/api/v1/datasets/2147483648", None, "ident"),
+        ("GET", "/api/v1/backends/99999999999999999999", None, "ident"),
+        ("DELETE", "/api/v1/facilities/2147483648", None, "ident"),
+        ("GET", "/api/v1/facilities?offset=9223372036854775808", None, "offset"),
+        ("GET", "/api/v1/deployments?backend_id=2147483648", None, "backend_id"),
+        ("GET", "/api/v1/facilities?name=%00", None, "name"),
+        ("GET", "/api/v1/usage?job_id=a%00b", None, "job_id"),
+        ("POST", "/api/v1/deployments", {"backend_id": 2**31, "model": "m", "version": "1"}, "backend_id"),
+        ("POST", "/api/v1/datasets", {"name": "d", "n_events": 2**63}, "n_events"),
+        ("POST", "/api/v1/datasets", {"name": "d", "metadata": {"note": "a\x00b"}}, "metadata.note"),
+        ("POST", "/api/v1/facilities", {"name": "lab", "site": "F\x00NAL"}, "site"),
+        ("POST", "/api/v1/models", {"name": "m", "versions": [{"version": "1", "max_batch_size": 2**31}]},
+         "max_batch_size"),
+        ("PATCH", "/api/v1/datasets/1", {"size_bytes": 2**64}, "size_bytes"),
+    ],
+)  # fmt: skip
+async def test_out_of_range_and_nul_are_4xx_not_500(
+    client: httpx.AsyncClient, method: str, url: str, body: object, where: str
+) -> None:
+    r = await client.request(method, url, json=body, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert where in r.json()["error"]
+    assert r.json()["detail"]
+
+
+async def test_nan_in_json_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/datasets",
+        content=b'{"name": "d", "metadata": {"x": NaN}}',
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert "metadata.x" in r.json()["error"]
+
+
+async def test_every_error_comes_from_the_one_table_in_one_shape(client: httpx.AsyncClient) -> None:
+    from gateway.catalog import api
+    from gateway.errors import Conflict, InvalidField, NotFound, PermissionDenied, Unauthenticated, status_of
+
+    assert not hasattr(api, "ApiError")
+    await post(client, "facilities", {"name": "lab"})
+    answers = {
+        Unauthenticated: await client.get("/api/v1/facilities"),
+        PermissionDenied: await client.post("/api/v1/facilities", json={"name": "x"}, headers=READER),
+        NotFound: await client.get("/api/v1/facilities/999", headers=READER),
+        Conflict: await client.post("/api/v1/facilities", json={"name": "lab"}, headers=ADMIN),
+        InvalidField: await client.post(
+            "/api/v1/backends", json={"facility": "x", "address": "h:1"}, headers=ADMIN
+        ),
+    }  # fmt: skip
+    for kind, r in answers.items():
+        assert r.status_code == status_of(kind("x")).http_status, (kind, r.text)
+        assert isinstance(r.json()["error"], str)
+    # 422: our own checks and FastAPI's validation answer the same shape
+    for r in (
+        answers[InvalidField],
+        await client.post("/api/v1/facilities", json={"name": "has space"}, headers=ADMIN),
+        await client.get("/api/v1/facilities?limit=0", headers=READER),
+    ):
+        assert set(r.json()) == {"error", "detail"}
+        assert all(set(d) == {"loc", "msg", "type"} for d in r.json()["detail"])

@@ -38,7 +38,7 @@ def test_downgrade_to_base_then_upgrade(db_url: str) -> None:
 
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrate.migrations_dir() / "versions").is_dir()
-    assert migrate.head_revision() == "0003_usage_dataset_key"
+    assert migrate.head_revision() == "0004_repair_json_nulls"
 
 
 def _usage(job: str, dataset: str, n: int, at: int) -> dict[str, object]:
@@ -70,5 +70,39 @@ def test_usage_keeps_every_dataset_across_the_dataset_key_migration(db_url: str)
                 text("SELECT job_id, dataset, n_requests, n_inferences FROM usage ORDER BY job_id")
             ).all()
         assert [tuple(r) for r in rows] == [("job-1", "dune:b", 4, 40), ("job-2", "", 2, 20)]
+    finally:
+        engine.dispose()
+
+
+def test_rows_a_null_patch_broke_are_repaired(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(db_url, "0003_usage_dataset_key", engine=engine)
+        with engine.begin() as connection:  # what PATCH {"storage_uris": null} used to commit
+            connection.execute(
+                text(
+                    "INSERT INTO dataset (name, experiment, data_tier, format, storage_uris, metadata,"
+                    " created_at) VALUES ('d', '', '', '', 'null', 'null', CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text("INSERT INTO model (name, description, created_at) VALUES ('m', '', CURRENT_TIMESTAMP)")
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO model_version (model_id, version, platform, inputs, outputs, max_batch_size,"
+                    " allowed_groups, created_by, tags, created_at) SELECT id, '1', '', 'null', '[]', 0,"
+                    " 'null', '', 'null', CURRENT_TIMESTAMP FROM model"
+                )
+            )
+        migrate.upgrade(db_url, engine=engine)
+        with engine.connect() as connection:
+            dataset = connection.execute(select(m.Dataset.storage_uris, m.Dataset.meta)).one()
+            version = connection.execute(
+                select(m.ModelVersion.inputs, m.ModelVersion.outputs, m.ModelVersion.allowed_groups,
+                       m.ModelVersion.tags)
+            ).one()  # fmt: skip
+        assert tuple(dataset) == ([], {})
+        assert tuple(version) == ([], [], [], [])
     finally:
         engine.dispose()
