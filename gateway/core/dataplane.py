@@ -26,6 +26,7 @@ from gateway.errors import (
     ModelNotFound,
     PermissionDenied,
     Unavailable,
+    echo,
 )
 from gateway.limits.limiter import RateLimiter
 from gateway.observability.metrics import gateway_metrics
@@ -40,6 +41,14 @@ T = TypeVar("T")
 
 # A failed request is sent at most once more, elsewhere: never retried twice.
 MAX_ATTEMPTS = 2
+# Model names an error message lists at most (it travels back in a header over gRPC).
+_LISTED = 20
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(n if len(n) <= 80 else n[:80] + "..." for n in names[:_LISTED])
+    more = f", ... ({len(names)} in all)" if len(names) > _LISTED else ""
+    return (shown + more) or "none"
 
 
 @dataclass(frozen=True)
@@ -122,9 +131,9 @@ class DataPlane:
     def _unroutable(self, model: str, version: str, protocol: Protocol) -> NoReturn:
         snapshot = self.registry.snapshot
         known = snapshot.known_models()
-        label = f"{model!r} version {version!r}" if version else repr(model)
+        label = f"{echo(model)} version {echo(version)}" if version else echo(model)
         if model not in known or (version and version not in known[model]):
-            names = ", ".join(sorted(known)) or "none"
+            names = _listed(sorted(known))
             raise ModelNotFound(
                 f"model {label} is not served by any registered facility (models available: {names})"
             )

@@ -269,3 +269,30 @@ async def test_inference_naming_shared_memory_is_refused_and_never_forwarded(
     assert answers[0][0] is None
     assert "shared memory is not available" in str(answers[0][1])
     assert sum(f.script.infer_count for f in fakes) == 0
+
+
+async def test_huge_model_name_is_not_found_with_a_bounded_message(client: tc.InferenceServerClient) -> None:
+    name = "m" * 100_000
+    calls = [
+        lambda: client.infer(name, _inputs()),
+        lambda: client.get_model_metadata(name),
+        lambda: client.get_model_config(name),
+    ]
+    for call in calls:
+        with pytest.raises(InferenceServerException) as err:
+            await call()
+        assert err.value.status() == "StatusCode.NOT_FOUND"  # not the client's RESOURCE_EXHAUSTED
+        assert len(err.value.message()) < 1000
+        assert "100000 characters" in err.value.message()
+
+
+@pytest.mark.parametrize("char", ["x", "é", "%"])
+def test_status_details_are_cut_to_fit_a_header(char: str) -> None:
+    from urllib.parse import quote
+
+    from gateway.frontends.grpc.service import _bounded
+
+    cut = _bounded("name " + char * 100_000)
+    assert cut.endswith("(cut; 100005 characters in all)")
+    assert len(quote(cut, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")) <= 4096  # as grpc encodes it
+    assert _bounded("short message") == "short message"

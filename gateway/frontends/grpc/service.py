@@ -48,6 +48,22 @@ M = TypeVar("M")
 _FORWARDED = ("traceparent", "tracestate")
 
 
+# Status details travel percent-encoded in a header, which clients cap (8 KiB by default): a longer
+# message (a backend's echo of a huge name, say) would reach the client as RESOURCE_EXHAUSTED instead.
+_MAX_DETAILS_BYTES = 4096
+
+
+def _bounded(message: str) -> str:
+    """``message`` cut so that its grpc-message header stays under ``_MAX_DETAILS_BYTES``."""
+    size = 0
+    for i, char in enumerate(message):
+        # grpc percent-encodes all but printable ASCII (and '%' itself): 3 bytes per UTF-8 byte.
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "replace"))
+        if size > _MAX_DETAILS_BYTES - 64:
+            return message[:i] + f"... (cut; {len(message)} characters in all)"
+    return message
+
+
 def _decode(message_type: Callable[[bytes], M], raw: bytes) -> M:
     try:
         return message_type(raw)
@@ -108,7 +124,7 @@ class InferenceService:
             trailing.append((key, value))
         if isinstance(exc, ResourceExhausted) and exc.retry_after_s is not None:
             trailing.append(("retry-after", f"{exc.retry_after_s:.3f}"))
-        await context.abort(grpc.StatusCode[status.grpc_code], exc.message, tuple(trailing))
+        await context.abort(grpc.StatusCode[status.grpc_code], _bounded(exc.message), tuple(trailing))
 
     async def _forward_model_call(
         self, name: str, request: bytes, model: str, version: str, context: grpc.aio.ServicerContext
