@@ -127,16 +127,20 @@ class InferenceService:
         await context.abort(grpc.StatusCode[status.grpc_code], _bounded(exc.message), tuple(trailing))
 
     async def _forward_model_call(
-        self, name: str, request: bytes, model: str, version: str, context: grpc.aio.ServicerContext
+        self, name: str, request: bytes, decode: Callable[[bytes], Any], context: grpc.aio.ServicerContext
     ) -> bytes:
+        """Authenticate, decode (a message with ``name`` and ``version``), authorize, forward."""
         ctx, metadata = self._context(context)
+        principal = await self.dataplane.authenticate(ctx)  # before anything else, decoding included
+        msg = _decode(decode, request)
+        self.dataplane.authorizer.authorize_infer(principal, msg.name)
         timeout = self._timeout(context)
 
         async def send(backend: Backend) -> bytes:
             return await self.pool.call(backend, name, request, metadata, timeout, ctx.authorization)
 
         response: bytes
-        response, _, _ = await self.dataplane.call_model(ctx, model, version, send)
+        response, _ = await self.dataplane.forward(msg.name, msg.version, send)
         return response
 
     # -- health and server --------------------------------------------------------------------------
@@ -169,24 +173,27 @@ class InferenceService:
     # -- models -------------------------------------------------------------------------------------
 
     async def model_ready(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = _decode(service_pb2.ModelReadyRequest.FromString, request)
         try:
-            return await self._forward_model_call("ModelReady", request, msg.name, msg.version, context)
+            return await self._forward_model_call(
+                "ModelReady", request, service_pb2.ModelReadyRequest.FromString, context
+            )
         except (ModelNotFound, Unavailable):
             return bytes(service_pb2.ModelReadyResponse(ready=False).SerializeToString())
 
     async def model_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = _decode(service_pb2.ModelMetadataRequest.FromString, request)
-        return await self._forward_model_call("ModelMetadata", request, msg.name, msg.version, context)
+        return await self._forward_model_call(
+            "ModelMetadata", request, service_pb2.ModelMetadataRequest.FromString, context
+        )
 
     async def model_config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = _decode(service_pb2.ModelConfigRequest.FromString, request)
-        return await self._forward_model_call("ModelConfig", request, msg.name, msg.version, context)
+        return await self._forward_model_call(
+            "ModelConfig", request, service_pb2.ModelConfigRequest.FromString, context
+        )
 
     async def model_statistics(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = _decode(service_pb2.ModelStatisticsRequest.FromString, request)
         ctx, metadata = self._context(context)
         principal = await self.dataplane.authenticate(ctx)
+        msg = _decode(service_pb2.ModelStatisticsRequest.FromString, request)
         backends = self.dataplane.statistics_targets(principal, msg.name, msg.version)
         timeout = self._timeout(context)
         answers = await asyncio.gather(
@@ -205,9 +212,9 @@ class InferenceService:
         return bytes(merged.SerializeToString())
 
     async def repository_index(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = _decode(service_pb2.RepositoryIndexRequest.FromString, request)
         ctx, _ = self._context(context)
         await self.dataplane.authenticate(ctx)
+        msg = _decode(service_pb2.RepositoryIndexRequest.FromString, request)
         index = service_pb2.RepositoryIndexResponse()
         for entry in self.dataplane.repository_index():
             if msg.ready and not entry.ready:
@@ -227,9 +234,11 @@ class InferenceService:
     ) -> bytes:
         with self.dataplane.observer.inference("grpc", ctx, metadata) as span:
             span.request_bytes = len(request)
+            principal = await self.dataplane.authenticate(ctx)  # before anything else, parsing included
+            span.caller(principal)
             header = parse_infer_request(request)
             span.target(header.model_name, header.model_version)
-            principal = await self.dataplane.authorize_model(ctx, header.model_name, span)
+            self.dataplane.authorizer.authorize_infer(principal, header.model_name)
             await self.dataplane.admit(principal, header.batch_size, len(request))  # rate limits
 
             # One deadline for all attempts: a failover retry gets what is left, not a fresh timeout.
@@ -305,6 +314,16 @@ class InferenceService:
             "trace and log settings belong to each facility's Triton server; ask its operator"
         )
 
+    def _authenticated(self, fn: Handler) -> Handler:
+        """Authenticate first, as every call but the health checks does, even one that is refused."""
+
+        async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            ctx, _ = self._context(context)
+            await self.dataplane.authenticate(ctx)
+            return await fn(request, context)
+
+        return handler
+
     def generic_handler(self) -> grpc.GenericRpcHandler:
         unary: dict[str, Handler] = {
             "ServerLive": self.server_live,
@@ -316,16 +335,16 @@ class InferenceService:
             "ModelStatistics": self.model_statistics,
             "RepositoryIndex": self.repository_index,
             "ModelInfer": self.model_infer,
-            "RepositoryModelLoad": self._no_model_control,
-            "RepositoryModelUnload": self._no_model_control,
-            "SystemSharedMemoryStatus": self._shm_status,
-            "SystemSharedMemoryRegister": self._shm_register,
-            "SystemSharedMemoryUnregister": self._shm_unregister,
-            "CudaSharedMemoryStatus": self._shm_status,
-            "CudaSharedMemoryRegister": self._shm_register,
-            "CudaSharedMemoryUnregister": self._shm_unregister,
-            "TraceSetting": self._facility_settings,
-            "LogSettings": self._facility_settings,
+            "RepositoryModelLoad": self._authenticated(self._no_model_control),
+            "RepositoryModelUnload": self._authenticated(self._no_model_control),
+            "SystemSharedMemoryStatus": self._authenticated(self._shm_status),
+            "SystemSharedMemoryRegister": self._authenticated(self._shm_register),
+            "SystemSharedMemoryUnregister": self._authenticated(self._shm_unregister),
+            "CudaSharedMemoryStatus": self._authenticated(self._shm_status),
+            "CudaSharedMemoryRegister": self._authenticated(self._shm_register),
+            "CudaSharedMemoryUnregister": self._authenticated(self._shm_unregister),
+            "TraceSetting": self._authenticated(self._facility_settings),
+            "LogSettings": self._authenticated(self._facility_settings),
         }
         handlers: dict[str, Any] = {
             name: grpc.unary_unary_rpc_method_handler(self._wrap(name, fn)) for name, fn in unary.items()

@@ -354,6 +354,17 @@ def kserve_router(api: KServeHttp) -> APIRouter:
     def add(path: str, fn: Callable[..., Awaitable[Response]], method: str = "GET") -> None:
         router.add_api_route(path, _guard(fn), methods=[method], response_class=Response)
 
+    def authenticated(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        """Authenticate first, as every /v2 call but the health checks does, even one refused."""
+
+        @functools.wraps(fn)
+        async def handler(request: Request, **params: str) -> Response:
+            ctx, _ = api.context(request)
+            await api.dataplane.authenticate(ctx)
+            return await fn(request, **params)
+
+        return handler
+
     # Handlers take plain path parameters; bodies are read by hand (FastAPI must not parse them).
     async def server_metadata(request: Request) -> Response:
         return await api.server_metadata(request)
@@ -382,22 +393,24 @@ def kserve_router(api: KServeHttp) -> APIRouter:
     add("/v2", server_metadata)
     add("/v2/models/stats", all_stats)
     add("/v2/repository/index", repository_index, "POST")
-    add("/v2/repository/models/{model}/load", not_offered_model_control, "POST")
-    add("/v2/repository/models/{model}/unload", not_offered_model_control, "POST")
+    add("/v2/repository/models/{model}/load", authenticated(not_offered_model_control), "POST")
+    add("/v2/repository/models/{model}/unload", authenticated(not_offered_model_control), "POST")
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         add(prefix, model_meta)
         add(prefix + "/config", model_config)
         add(prefix + "/ready", model_ready)
         add(prefix + "/stats", model_stats)
         add(prefix + "/infer", model_infer, "POST")
+    settings = authenticated(not_offered_settings)
     for method in ("GET", "POST"):
-        add("/v2/trace/setting", not_offered_settings, method)
-        add("/v2/models/{model}/trace/setting", not_offered_settings, method)
-        add("/v2/logging", not_offered_settings, method)
+        add("/v2/trace/setting", settings, method)
+        add("/v2/models/{model}/trace/setting", settings, method)
+        add("/v2/logging", settings, method)
+    status, register, unregister = map(authenticated, (shm_status, shm_register, shm_unregister))
     for kind in ("systemsharedmemory", "cudasharedmemory"):
-        add(f"/v2/{kind}/status", shm_status)
-        add(f"/v2/{kind}/region/{{region}}/status", shm_status)
-        add(f"/v2/{kind}/region/{{region}}/register", shm_register, "POST")
-        add(f"/v2/{kind}/unregister", shm_unregister, "POST")
-        add(f"/v2/{kind}/region/{{region}}/unregister", shm_unregister, "POST")
+        add(f"/v2/{kind}/status", status)
+        add(f"/v2/{kind}/region/{{region}}/status", status)
+        add(f"/v2/{kind}/region/{{region}}/register", register, "POST")
+        add(f"/v2/{kind}/unregister", unregister, "POST")
+        add(f"/v2/{kind}/region/{{region}}/unregister", unregister, "POST")
     return router
