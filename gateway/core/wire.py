@@ -10,6 +10,7 @@ registered them locally (a token holder must not read or write them through the 
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from gateway.errors import InvalidArgument, echo
 
 # Wire types of the protobuf encoding.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+# Ten continuation bytes in a row: a varint longer than 64 bits allow.
+_LONG_VARINT = re.compile(rb"[\x80-\xff]{10}")
 
 
 @dataclass
@@ -83,18 +86,18 @@ def _text(buf: memoryview, start: int, end: int, what: str) -> str:
 
 
 def _parameter(buf: memoryview, start: int, end: int) -> str | int | float | bool | None:
-    """InferParameter: oneof bool(1) int64(2) string(3) double(4) uint64(5)."""
-
+    """InferParameter: oneof bool(1) int64(2) string(3) double(4) uint64(5); the last one set wins."""
+    value: str | int | float | bool | None = None
     for number, wire, a, b in _fields(buf, start, end):
         if number == 1 and wire == _VARINT:
-            return bool(a)
-        if number in (2, 5) and wire == _VARINT:
-            return a - (1 << 64) if number == 2 and a >= 1 << 63 else a
-        if number == 3 and wire == _LEN:
-            return _text(buf, a, b, "a string parameter")
-        if number == 4 and wire == _I64:
-            return float(struct.unpack_from("<d", buf, a)[0])
-    return None
+            value = bool(a)
+        elif number in (2, 5) and wire == _VARINT:
+            value = a - (1 << 64) if number == 2 and a >= 1 << 63 else a
+        elif number == 3 and wire == _LEN:
+            value = _text(buf, a, b, "a string parameter")
+        elif number == 4 and wire == _I64:
+            value = float(struct.unpack_from("<d", buf, a)[0])
+    return value
 
 
 # Triton reads shared_memory_region/_offset/_byte_size from a tensor's parameters; any key of the
@@ -111,13 +114,40 @@ def shared_memory_refused(key: str, kind: str = "", tensor: str = "") -> Invalid
     )
 
 
+def _packed_varints(buf: memoryview, start: int, end: int, what: str) -> None:
+    """A packed run of varints must end on a final byte and hold none longer than 10 bytes."""
+    if start == end:
+        return
+    if buf[end - 1] & 0x80 or _LONG_VARINT.search(buf[start:end]):
+        raise InvalidArgument(f"malformed request: {what} holds a truncated or oversized varint")
+
+
+def _packed_fixed(start: int, end: int, size: int, what: str) -> None:
+    if (end - start) % size:
+        raise InvalidArgument(f"malformed request: {what} is not a whole number of {size}-byte values")
+
+
+def _contents(buf: memoryview, start: int, end: int) -> None:
+    """InferTensorContents: packed numbers (checked by their framing), bytes (not read at all)."""
+    for number, wire, a, b in _fields(buf, start, end):
+        if wire != _LEN:
+            continue
+        if number in (1, 2, 3, 4, 5):  # bool, int, int64, uint, uint64
+            _packed_varints(buf, a, b, "tensor contents")
+        elif number == 6:  # fp32
+            _packed_fixed(a, b, 4, "tensor contents")
+        elif number == 7:  # fp64
+            _packed_fixed(a, b, 8, "tensor contents")
+
+
 def _tensor(buf: memoryview, start: int, end: int, kind: str) -> int:
     """Check one InferInputTensor (``kind`` "input") or InferRequestedOutputTensor ("output").
 
     Returns the first element of an input's shape (field 3, packed or not; 0 when absent). Every
     parameters entry is looked at, wherever it sits and however often a key repeats: protobuf keeps
-    the last of repeated keys, so checking only one would let a later one through. The tensor
-    contents (input field 5) are skipped by length.
+    the last of repeated keys, so checking only one would let a later one through. Every field is
+    checked as Triton's parser would check it (framing, UTF-8 of strings), so that bad bytes get
+    INVALID_ARGUMENT here rather than Triton's INTERNAL; tensor contents only by their framing.
     """
     params_field = 4 if kind == "input" else 2
     name = ""
@@ -129,14 +159,21 @@ def _tensor(buf: memoryview, start: int, end: int, kind: str) -> int:
         if number == 1:
             name = _text(buf, a, b, f"an {kind} name")
         elif number == params_field:
-            for n, w, x, y in _fields(buf, a, b):
-                if n == 1 and w == _LEN:
-                    keys.append(_text(buf, x, y, "a parameter name"))
-        elif kind == "input" and number == 3 and first_dim < 0:
-            if wire == _VARINT:
-                first_dim = a
-            elif a < b:
-                first_dim, _ = _varint(buf, a, b)
+            _map_entry(buf, a, b, keys)
+        elif kind != "input":
+            continue
+        elif number == 2:
+            _text(buf, a, b, "an input datatype")
+        elif number == 3:
+            if wire == _LEN:
+                _packed_varints(buf, a, b, "an input shape")
+            if first_dim < 0:
+                if wire == _VARINT:
+                    first_dim = a
+                elif a < b:
+                    first_dim, _ = _varint(buf, a, b)
+        elif number == 5:
+            _contents(buf, a, b)
     for key in keys:
         if key.startswith(SHARED_MEMORY_PREFIX):
             raise shared_memory_refused(key, kind, name)
@@ -232,13 +269,20 @@ def parse_stream_response(data: bytes | memoryview) -> StreamResponseHeader:
     return header
 
 
-def _map_entry(buf: memoryview, start: int, end: int) -> tuple[str, str | int | float | bool | None]:
-    """One map<string, InferParameter> entry (the last key and value win, as protobuf has it)."""
+def _map_entry(
+    buf: memoryview, start: int, end: int, keys: list[str] | None = None
+) -> tuple[str, str | int | float | bool | None]:
+    """One map<string, InferParameter> entry (the last key and value win, as protobuf has it).
+
+    ``keys`` collects every key the entry carries, not only the one protobuf keeps.
+    """
     key = ""
     value: str | int | float | bool | None = None
     for n, w, x, y in _fields(buf, start, end):
         if n == 1 and w == _LEN:
             key = _text(buf, x, y, "a parameter name")
+            if keys is not None:
+                keys.append(key)
         elif n == 2 and w == _LEN:
             value = _parameter(buf, x, y)
     return key, value

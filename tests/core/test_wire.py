@@ -186,3 +186,53 @@ def test_stream_response_header_reads_id_version_and_final_flag() -> None:
     )
     error = parse_stream_response(stream_error_response("boom", "x"))
     assert (error.error_message, error.request_id, error.final) == ("boom", "x", None)
+
+
+def _good_request() -> bytes:
+    request = service_pb2.ModelInferRequest(model_name="identity_fp32")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 48, 48, 1])
+    request.raw_input_contents.append(bytes(64))
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        _len(5, b"\x0a\xff\xff"),  # a later input whose name runs past its end
+        _len(5, _len(1, b"x") + _len(5, _len(2, b"\xff\xff\xff"))),  # contents: truncated varints
+        _len(5, _len(1, b"x") + _len(5, _len(6, b"\x00\x00\x00"))),  # contents: 3 bytes of fp32
+        _len(5, _len(1, b"\xff")),  # a later input's name is not UTF-8
+        _len(5, _len(1, b"x") + _len(2, b"\xc3")),  # its datatype is not UTF-8
+        _len(5, _len(1, b"x") + _len(3, b"\x80")),  # its shape ends inside a varint
+        _len(6, _len(2, _len(1, b"\xfe"))),  # an output parameter name is not UTF-8
+        _len(4, _len(2, _len(3, b"\xff"))),  # a request parameter's string value is not UTF-8
+        _key(7, 2) + _varint(16) + b"abc",  # raw contents shorter than their length says
+    ],
+    ids=[
+        "later-input",
+        "contents-varint",
+        "contents-fp32",
+        "input-name",
+        "datatype",
+        "shape",
+        "output-param",
+        "string-param",
+        "raw-truncated",
+    ],
+)
+def test_garbage_anywhere_is_invalid_argument(tail: bytes) -> None:
+    """Triton answers these INTERNAL ("Unable to parse request"); the gateway says what is wrong."""
+    parse_infer_request(_good_request())
+    with pytest.raises(InvalidArgument, match="malformed request"):
+        parse_infer_request(_good_request() + tail)
+
+
+def test_tensor_contents_of_every_type_pass() -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="x", datatype="INT64", shape=[3])
+    tensor.contents.int64_contents.extend([-1, 2**62, 0])
+    tensor.contents.fp32_contents.extend([1.5])
+    tensor.contents.fp64_contents.extend([2.5])
+    tensor.contents.bool_contents.extend([True])
+    tensor.contents.bytes_contents.append(b"\xff\xfe")  # bytes, not text
+    assert parse_infer_request(request.SerializeToString()).batch_size == 3

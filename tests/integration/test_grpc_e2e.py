@@ -266,3 +266,21 @@ async def test_statistics_of_an_unknown_model_is_invalid_argument_as_triton_says
             await client.get_inference_statistics(model, version)
         codes.append(err.value.status())
     assert codes == ["StatusCode.INVALID_ARGUMENT"] * 2
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\x2a\x03\x0a\xff\xff", b"\x2a\x0a\x0a\x01x\x2a\x05\x32\x03\xff\xff\xff", b"\x2a\x03\x0a\x01\xff"],
+    ids=["later-input-framing", "contents-varints", "later-input-name-utf8"],
+)
+async def test_garbage_inside_a_later_input_is_invalid_argument_not_internal(
+    gateway: Gateway, tritons: list[TritonServer], tail: bytes
+) -> None:
+    raw = _request("identity_fp32", "g").SerializeToString() + tail
+    codes = []
+    for address in (f"127.0.0.1:{gateway.grpc_port}", tritons[0].grpc_address):
+        async with grpc.aio.insecure_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(raw, timeout=10)
+            codes.append(err.value.code())
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL]  # Triton: "Unable to parse"
