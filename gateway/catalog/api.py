@@ -11,17 +11,19 @@ backends and model groups are refreshed from the catalog and the consistency che
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, Security
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, Select, String, cast, exists, func, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from starlette.exceptions import HTTPException  # what FastAPI raises for a body it cannot parse
 
 from gateway.auth.www import www_authenticate
 from gateway.catalog import models as m
@@ -31,6 +33,7 @@ from gateway.core.identity import Principal
 from gateway.errors import (
     Conflict,
     GatewayError,
+    InvalidArgument,
     InvalidField,
     NotFound,
     PermissionDenied,
@@ -91,6 +94,26 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+class _Route(APIRoute):
+    """FastAPI answers a body it cannot decode (not UTF-8) with its own 400 ``{"detail": ...}``; here
+    it is the gateway's InvalidArgument, in the API's shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                if exc.status_code != 400:
+                    raise
+                raise InvalidArgument(
+                    f"the request body cannot be read: {exc.detail}; send UTF-8 JSON"
+                ) from exc
+
+        return guarded
+
+
 def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
@@ -142,10 +165,12 @@ router = APIRouter(
     tags=["catalog"],
     dependencies=[Depends(_storable_query)],
     responses=_responses(401, 422),
+    route_class=_Route,
 )
 ONE = _responses(404)  # reads of one entry
-CREATE = _responses(403, 409)
-CHANGE = _responses(403, 404, 409)
+CREATE = _responses(400, 403, 409)
+CHANGE = _responses(400, 403, 404, 409)
+DELETE = _responses(403, 404, 409)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -290,7 +315,7 @@ def update_facility(
     return _facility_out(facility)
 
 
-@router.delete("/facilities/{ident}", status_code=204, responses=CHANGE)
+@router.delete("/facilities/{ident}", status_code=204, responses=DELETE)
 def delete_facility(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Facility, ident, "facility", request)
 
@@ -389,7 +414,7 @@ def update_backend(
     return _one_backend(session, ident)
 
 
-@router.delete("/backends/{ident}", status_code=204, responses=CHANGE)
+@router.delete("/backends/{ident}", status_code=204, responses=DELETE)
 def delete_backend(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Backend, ident, "backend", request)
 
@@ -467,7 +492,7 @@ def update_dataset(ident: Ident, body: s.DatasetPatch, session: SessionDep, _: A
     return _dataset_out(dataset)
 
 
-@router.delete("/datasets/{ident}", status_code=204, responses=CHANGE)
+@router.delete("/datasets/{ident}", status_code=204, responses=DELETE)
 def delete_dataset(ident: Ident, session: SessionDep, _: Admin) -> Response:
     return _delete(session, m.Dataset, ident, "dataset", None)
 
@@ -577,7 +602,7 @@ def update_model(ident: Ident, body: s.ModelPatch, session: SessionDep, _: Admin
     return _model_out(model)
 
 
-@router.delete("/models/{ident}", status_code=204, responses=CHANGE)
+@router.delete("/models/{ident}", status_code=204, responses=DELETE)
 def delete_model(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Model, ident, "model", request)
 
@@ -630,7 +655,7 @@ def update_version(
     return _version_out(session, version)
 
 
-@router.delete("/model-versions/{ident}", status_code=204, responses=CHANGE)
+@router.delete("/model-versions/{ident}", status_code=204, responses=DELETE)
 def delete_version(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.ModelVersion, ident, "model version", request)
 
@@ -767,7 +792,7 @@ def update_deployment(
     return _one_deployment(session, ident)
 
 
-@router.delete("/deployments/{ident}", status_code=204, responses=CHANGE)
+@router.delete("/deployments/{ident}", status_code=204, responses=DELETE)
 def delete_deployment(ident: Ident, session: SessionDep, _: Admin, request: Request) -> Response:
     return _delete(session, m.Deployment, ident, "deployment", request)
 

@@ -165,6 +165,14 @@ class _Patch(_In):
         return value
 
 
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """The catalog stores UTC; SQLite hands it back without the offset, which the answer must carry."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+Timestamp = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
@@ -214,7 +222,7 @@ class FacilityOut(BaseModel):
     description: str
     contact: str
     enabled: bool
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 # -- backends -----------------------------------------------------------------------------------------
@@ -252,13 +260,13 @@ class BackendOut(BaseModel):
     accelerator: str
     enabled: bool
     draining: bool
-    last_health_at: dt.datetime | None = Field(
+    last_health_at: Timestamp | None = Field(
         description="when the consistency check last got an answer from this backend"
     )
     observed_models: dict[str, list[str]] = Field(
         description="model -> versions the backend reported ready at that time"
     )
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 # -- datasets -----------------------------------------------------------------------------------------
@@ -299,7 +307,7 @@ class DatasetOut(BaseModel):
     checksum: str | None
     storage_uris: list[str]
     metadata: dict[str, Any]
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 # -- models -------------------------------------------------------------------------------------------
@@ -350,7 +358,7 @@ class ModelVersionOut(BaseModel):
     training_dataset: str | None
     created_by: str
     tags: list[str]
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 class ModelIn(_In):
@@ -368,7 +376,7 @@ class ModelOut(BaseModel):
     name: str
     description: str
     versions: list[str]
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 # -- deployments --------------------------------------------------------------------------------------
@@ -397,8 +405,8 @@ class DeploymentOut(BaseModel):
         "not_ready (the backend gets no traffic for this model), unreachable (last verdict kept)"
     )
     consistency_reason: str = Field(description="why, and what to do, when not consistent")
-    checked_at: dt.datetime | None = Field(description="when the verdict was reached")
-    created_at: dt.datetime
+    checked_at: Timestamp | None = Field(description="when the verdict was reached")
+    created_at: Timestamp
 
 
 # -- usage --------------------------------------------------------------------------------------------
@@ -414,5 +422,5 @@ class UsageOut(BaseModel):
     issuer: str
     n_requests: int
     n_inferences: int
-    first_seen: dt.datetime
-    last_seen: dt.datetime
+    first_seen: Timestamp
+    last_seen: Timestamp

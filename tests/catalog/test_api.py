@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import httpx
 import pytest
 from sqlalchemy import Engine
@@ -463,3 +465,18 @@ async def test_every_error_comes_from_the_one_table_in_one_shape(client: httpx.A
     ):
         assert set(r.json()) == {"error", "detail"}
         assert all(set(d) == {"loc", "msg", "type"} for d in r.json()["detail"])
+
+
+async def test_a_body_that_is_not_utf8_is_400_in_the_api_shape(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/facilities", content=b"\xe9L\xe9\xe90", headers={**ADMIN, "content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert "UTF-8" in r.json()["error"]
+
+
+async def test_timestamps_carry_their_utc_offset(client: httpx.AsyncClient) -> None:
+    created = await post(client, "facilities", {"name": "lab"})
+    listed = (await client.get("/api/v1/facilities", headers=READER)).json()["items"][0]
+    for value in (created["created_at"], listed["created_at"]):
+        assert dt.datetime.fromisoformat(str(value)).utcoffset() == dt.timedelta(0), value
