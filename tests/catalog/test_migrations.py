@@ -106,3 +106,27 @@ def test_rows_a_null_patch_broke_are_repaired(db_url: str) -> None:
         assert tuple(version) == ([], [], [], [])
     finally:
         engine.dispose()
+
+
+def test_downgrade_keeps_the_rows_of_rebuilt_tables(db_url: str) -> None:
+    """SQLite rebuilds a table to drop a column; with foreign keys on, dropping the old backend table
+    cascaded into every deployment."""
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(db_url, engine=engine)
+        with engine.begin() as connection:
+            connection.execute(insert(m.Facility).values(id=1, name="lab"))
+            connection.execute(insert(m.Backend).values(id=1, facility_id=1, address="h:1"))
+            connection.execute(insert(m.Model).values(id=1, name="toy"))
+            connection.execute(insert(m.ModelVersion).values(id=1, model_id=1, version="1"))
+            connection.execute(insert(m.Deployment).values(backend_id=1, model_version_id=1))
+        migrate.downgrade(db_url, "0001_catalog", engine=engine)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT backend_id, model_version_id FROM deployment")).all() == [
+                (1, 1)
+            ]
+            assert connection.execute(text("SELECT address FROM backend")).all() == [("h:1",)]
+            if engine.dialect.name == "sqlite":  # foreign keys are enforced again afterwards
+                assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
