@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import grpc
 import uvicorn
@@ -191,6 +191,11 @@ class Gateway:
             self._addresses = (snapshot, table)
         return self._addresses[1].get((host, port))
 
+    def _model_groups(self, model: str) -> Collection[str] | None:
+        # Looked up each time: the catalog replaces the authorizer's lookup when groups change.
+        lookup = getattr(self.authorizer, "model_groups", None)
+        return lookup(model) if lookup is not None else None
+
     def _keys_by_provider(self) -> dict[str, IssuerKeys]:
         if not isinstance(self.authenticator, TokenAuthenticator):
             return {}
@@ -254,7 +259,7 @@ class Gateway:
                 control_http=("127.0.0.1", self.control_http_port),
                 snapshot=lambda: self.registry.snapshot,
                 pending=self.queues.pending_by_model,
-                model_groups=getattr(self.authorizer, "model_groups", lambda model: None),
+                model_groups=self._model_groups,
                 credentialed=self.credentials_backends,
                 issuers=trusted_issuers(self.settings.auth) if keys else [],
                 auth_enabled=self.settings.auth.enabled,

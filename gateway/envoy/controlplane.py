@@ -6,6 +6,7 @@ owns the Envoy process and republishes the view whenever it changes.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -234,6 +235,14 @@ class EnvoyDataPlane:
         ports = await self.process.listener_ports()
         self.grpc_port = ports.get("public_grpc", 0)
         self.http_port = ports.get("public_http", 0)
+        # A restarted Envoy must come back on the same ports (port 0 in the settings means "any").
+        addresses = dataclasses.replace(
+            self.static.addresses,
+            public_grpc=(self.static.addresses.public_grpc[0], self.grpc_port),
+            public_http=(self.static.addresses.public_http[0], self.http_port),
+        )
+        self.static = dataclasses.replace(self.static, addresses=addresses)
+        bootstrap.write_text(json.dumps(render_bootstrap(self.static), indent=1), encoding="utf-8")
         self._sync.start()
         log.info(
             "data plane (envoy) listening: gRPC %s (port %d), HTTP %s (port %d); ready in %.1f s",

@@ -393,9 +393,7 @@ def _retry_policy(grpc: bool) -> Json:
         "retry_host_predicate": [
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {
-                    "@type": f"{T_EXT}.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                },
+                "typed_config": {"@type": f"{T_EXT}.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
             }
         ],
         "host_selection_retry_max_attempts": 5,

@@ -80,6 +80,7 @@ class EnvoyProcess:
 
     async def _spawn(self) -> None:
         self.admin_address_path.unlink(missing_ok=True)
+        self.admin_url = ""
         self._proc = await asyncio.create_subprocess_exec(
             *self.command(),
             stdin=asyncio.subprocess.DEVNULL,

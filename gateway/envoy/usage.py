@@ -74,9 +74,12 @@ def parse_entry(entry: Any) -> FastPathRequest | None:
             "grpc-status"
         )
         number = int(status) if status and status.isdigit() else 2  # no status: the call did not complete
-        ok, code = number == 0 and entry.response.response_code == 200, _GRPC_CODES.get(number, "UNKNOWN")
+        ok, code = (
+            number == 0 and entry.response.response_code.value == 200,
+            _GRPC_CODES.get(number, "UNKNOWN"),
+        )
     else:
-        ok, code = entry.response.response_code == 200, str(entry.response.response_code)
+        ok, code = entry.response.response_code.value == 200, str(entry.response.response_code.value)
     address = common.upstream_remote_address.socket_address
     batch = sonic.fields.get("batch")
     return FastPathRequest(

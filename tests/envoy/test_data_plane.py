@@ -1,0 +1,302 @@
+"""The Envoy data plane in front of real Tritons: fast path, fall-through answers, policy, usage.
+
+Each test starts a gateway whose public ports are Envoy's; which path served a request is read from
+Envoy's own counters (a per-model cluster counts only fast-path requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from gateway.app import Gateway
+from gateway.auth.dev_issuer import issuer_settings  # noqa: F401 - keeps the dev issuer importable
+from gateway.core.recording import InMemoryRecorder
+from gateway.envoy.render import grpc_cluster, http_cluster
+from gateway.envoy.view import ModelView
+from gateway.errors import GatewayError, status_of
+from gateway.triton.launcher import TritonServer
+from tests.auth.helpers import DROP, TestIssuer
+from tests.envoy.support import envoy_gateway, envoy_stat, eventually, serving_jwks
+
+pytestmark = pytest.mark.triton
+
+MODEL = "identity_fp32"
+
+
+def _cluster_stat(model: str, grpc: bool = True) -> str:
+    key = ModelView(model, (), (), None, ()).key
+    name = (
+        grpc_cluster(ModelView(model, (), (), None, ()))
+        if grpc
+        else http_cluster(ModelView(model, (), (), None, ()))
+    )
+    assert key in name
+    return f"^cluster\\.{name}\\.upstream_rq_total$"
+
+
+def _patches(n: int = 3) -> np.ndarray:
+    return np.arange(n * 48 * 48, dtype=np.float32).reshape(n, 48, 48, 1) / 1000.0
+
+
+def _grpc_inputs(x: np.ndarray) -> list[grpcclient.InferInput]:
+    inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return [inp]
+
+
+Edge = tuple[Gateway, InMemoryRecorder, TestIssuer]
+
+
+def _view(gateway: Gateway, model: str = MODEL) -> ModelView:
+    """What the control plane last published for ``model``."""
+    assert gateway.envoy is not None
+    return next(m for m in gateway.envoy.view.models if m.name == model)
+
+
+@pytest.fixture
+async def edge(tritons: list[TritonServer], tmp_path: Path) -> AsyncIterator[Edge]:
+    issuer = TestIssuer("http://127.0.0.1/issuer")
+    with serving_jwks(issuer) as jwks_uri:
+        gateway, recorder = envoy_gateway(
+            tritons, jwks_uri, issuer, database_url=f"sqlite:///{tmp_path}/c.db"
+        )
+        await gateway.start()
+        try:
+            await eventually(
+                lambda: bool(gateway.registry.snapshot.candidates(MODEL)), what="backends to become healthy"
+            )
+            await eventually(lambda: bool(gateway.envoy and gateway.envoy.view.models), what="first push")
+            yield gateway, recorder, issuer
+        finally:
+            await gateway.stop(grace_s=1)
+
+
+async def _infer(gateway: Gateway, headers: dict[str, str], model: str = MODEL) -> np.ndarray:
+    async with grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
+        result = await client.infer(model, _grpc_inputs(_patches()), headers=headers)
+        out = result.as_numpy("OUTPUT0")
+        assert out is not None
+        return out
+
+
+async def _refusal(gateway: Gateway, headers: dict[str, str], model: str = MODEL) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as info:
+        await _infer(gateway, headers, model)
+    return info.value
+
+
+async def test_fast_path_serves_bit_identical_and_records_usage(
+    edge: Edge, tritons: list[TritonServer]
+) -> None:
+    gateway, recorder, issuer = edge
+    token = issuer.token()
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    headers = {"authorization": f"Bearer {token}", "sonic-job-id": "job-7", "sonic-dataset": "np04%20run"}
+    got = await _infer(gateway, headers)
+    async with grpcclient.InferenceServerClient(tritons[0].grpc_address) as direct:
+        expected = (await direct.infer(MODEL, _grpc_inputs(_patches()))).as_numpy("OUTPUT0")
+    assert expected is not None
+    assert got.tobytes() == expected.tobytes()
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1  # served by Envoy, not Python
+
+    await eventually(lambda: bool(recorder.events), what="the fast-path usage record")
+    event = recorder.events[-1]
+    assert (event.model, event.subject, event.issuer) == (MODEL, "alice", issuer.issuer)
+    assert (event.job_id, event.dataset, event.inferences) == ("job-7", "np04%20run", 3)
+    assert event.version_served == "1"
+    assert event.backend_id in gateway.registry.snapshot.backends
+    assert event.facility in {"lab", "hpc"}
+
+
+async def test_rest_fast_path_with_binary_tensors(edge: Edge) -> None:
+    gateway, recorder, issuer = edge
+    before = envoy_stat(gateway, _cluster_stat(MODEL, grpc=False))
+    x = _patches(2)
+    inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    token = issuer.token()
+
+    def infer() -> httpclient.InferResult:
+        # In a thread: the control plane answering Envoy's key and verdict calls runs on this loop.
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{gateway.http_port}")
+        try:
+            return client.infer(MODEL, [inp], headers={"authorization": f"Bearer {token}"})
+        finally:
+            client.close()
+
+    result = await asyncio.to_thread(infer)
+    out = result.as_numpy("OUTPUT0")
+    assert out is not None
+    np.testing.assert_array_equal(out.ravel(), x.reshape(2, -1).sum(axis=1))
+    assert envoy_stat(gateway, _cluster_stat(MODEL, grpc=False)) == before + 1
+    await eventually(lambda: any(e.inferences == 2 for e in recorder.events), what="the REST usage record")
+
+
+# Tokens the gateway's validator refuses; through Envoy each must get exactly the answer the Python
+# validator gives, and none may reach a backend.
+def _bad_tokens(issuer: TestIssuer) -> dict[str, str]:
+    other = TestIssuer(issuer.issuer, kid="key-1")
+    from tests.auth.helpers import ec_key, sign_raw
+
+    good = issuer.token()
+    head, payload, sig = good.split(".")
+    return {
+        "expired": issuer.token(iat=1_000_000, nbf=1_000_000, exp=1_000_600),
+        "no scope": issuer.token(scope="storage.read"),
+        "no wlcg.ver": issuer.token(**{"wlcg.ver": DROP}),
+        "wrong audience": issuer.token(aud="https://elsewhere.test"),
+        "lifetime too long": issuer.token(exp=int(__import__("time").time()) + 7 * 86400),
+        "issued in the future": issuer.token(iat=int(__import__("time").time()) + 3600),
+        "bad signature": issuer.token(key=ec_key(3)),
+        "unknown kid": issuer.token(header=issuer.header(kid="key-9")),
+        "header jku": issuer.token(header=issuer.header(jku="https://evil.test/jwks")),
+        "non-canonical signature": f"{head}.{payload}.{sig}x",
+        "duplicate sub": sign_raw(
+            b'{"alg":"ES256","typ":"JWT","kid":"key-1"}',
+            b'{"iss":"%s","sub":"alice","sub":"mallory","aud":"https://sonic-gateway.test","iat":%d,'
+            b'"exp":%d,"scope":"compute.read","wlcg.ver":"1.0"}'
+            % (issuer.issuer.encode(), int(__import__("time").time()), int(__import__("time").time()) + 600),
+            other.key,
+            "ES256",
+        ),
+        "alg none": f"{head}.{payload}.",
+    }
+
+
+async def test_every_refused_token_gets_the_python_answer_and_no_backend(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    for label, token in _bad_tokens(issuer).items():
+        before = envoy_stat(gateway, _cluster_stat(MODEL))
+        authorization = f"Bearer {token}"
+        try:
+            principal = await gateway.authenticator.authenticate(authorization)
+            gateway.authorizer.authorize_infer(principal, MODEL)
+        except Exception as exc:  # the validator's own verdict, asked directly
+            expected = exc
+        else:
+            raise AssertionError(f"{label}: the validator accepts this token; the corpus is wrong")
+        error = await _refusal(gateway, {"authorization": authorization})
+        assert isinstance(expected, GatewayError), label
+        assert error.status() == f"StatusCode.{status_of(expected).grpc_code}", label
+        assert expected.message in (error.message() or ""), label
+        assert token not in (error.message() or ""), label
+        assert envoy_stat(gateway, _cluster_stat(MODEL)) == before, f"{label} reached a backend"
+
+
+async def test_client_set_internal_headers_gain_nothing(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    forged = {"x-sonic-fast": "1", "x-sonic-model": MODEL, "x-sonic-version": "1"}
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    error = await _refusal(gateway, forged)
+    assert error.status() == "StatusCode.UNAUTHENTICATED"
+    gateway.authorizer.set_model_groups(lambda model: frozenset({"/cms"}) if model == MODEL else None)  # type: ignore[attr-defined]
+    assert gateway.envoy is not None
+    gateway.envoy.wake()
+    await eventually(lambda: gateway.envoy is not None and _view(gateway).groups is not None, what="the push")
+    error = await _refusal(gateway, {"authorization": f"Bearer {issuer.token()}", **forged})
+    assert error.status() == "StatusCode.PERMISSION_DENIED"
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
+
+
+async def test_model_groups_reach_envoy_and_decide_the_path(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    gateway.authorizer.set_model_groups(lambda model: frozenset({"/cms"}) if model == MODEL else None)  # type: ignore[attr-defined]
+    await eventually(lambda: gateway.envoy is not None and _view(gateway).groups == ("/cms",), what="push")
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    error = await _refusal(gateway, {"authorization": f"Bearer {issuer.token()}"})  # groups: /dune
+    assert error.status() == "StatusCode.PERMISSION_DENIED"
+    assert "/cms" in (error.message() or "")
+    await _infer(gateway, {"authorization": f"Bearer {issuer.token(**{'wlcg.groups': ['/cms']})}"})
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
+
+
+async def test_shared_memory_is_refused_on_the_envoy_path(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    x = _patches(1)
+    inp = grpcclient.InferInput("INPUT0", list(x.shape), "FP32")
+    inp.set_shared_memory("someone-elses-region", x.nbytes)
+    async with grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
+        with pytest.raises(InferenceServerException) as info:
+            await client.infer(MODEL, [inp], headers={"authorization": f"Bearer {issuer.token()}"})
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "shared memory" in (info.value.message() or "").lower()
+    body = {
+        "inputs": [
+            {
+                "name": "INPUT0",
+                "shape": [1, 48, 48, 1],
+                "datatype": "FP32",
+                "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 9216},
+            }
+        ]
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"http://127.0.0.1:{gateway.http_port}/v2/models/{MODEL}/infer",
+            json=body,
+            headers={"authorization": f"Bearer {issuer.token()}"},
+        )
+    assert answer.status_code == 400
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
+
+
+async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:
+    gateway, _, _ = edge
+    async with httpx.AsyncClient() as http:
+        for path in ("/internal/jwks/issuer-0", "/metrics"):
+            answer = await http.get(f"http://127.0.0.1:{gateway.http_port}{path}")
+            assert answer.status_code == 404, path
+        # ...while the control plane serves the vetted keys to Envoy on loopback.
+        keys = (await http.get(f"http://127.0.0.1:{gateway.control_http_port}/internal/jwks/issuer-0")).json()
+    assert [k["kid"] for k in keys["keys"]] == ["key-1"]
+
+
+async def test_health_and_consistency_changes_reach_envoy(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    snapshot = gateway.registry.snapshot
+    lab = next(b for b in snapshot.backends.values() if b.facility == "lab")
+    gateway.registry.set_excluded({(lab.id, MODEL)})
+    assert gateway.envoy is not None
+    await eventually(
+        lambda: gateway.envoy is not None and {e.facility for e in _view(gateway).grpc} == {"hpc"},
+        what="the consistency verdict to reach the rendered view",
+    )
+    eds = Path(gateway.envoy.static.xds_dir, "eds", grpc_cluster(_view(gateway)), "eds.json")
+    await eventually(
+        lambda: lab.grpc_address.split(":")[1] not in eds.read_text(), what="the EDS file to change"
+    )
+    # Envoy applied it: every request now lands on hpc.
+    for _ in range(4):
+        await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})
+    hpc_port = next(b for b in snapshot.backends.values() if b.facility == "hpc").grpc_address.split(":")[1]
+    assert gateway.envoy is not None
+    async with httpx.AsyncClient() as http:
+        clusters = (await http.get(f"{gateway.envoy.process.admin_url}/clusters", timeout=5)).text
+    name = grpc_cluster(_view(gateway))
+    lines = [ln for ln in clusters.splitlines() if ln.startswith(f"{name}::") and "::rq_total::" in ln]
+    assert len(lines) == 1, lines
+    assert f":{hpc_port}::rq_total::" in lines[0]
+
+
+async def test_envoy_is_restarted_when_it_dies(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    assert gateway.envoy is not None
+    process = gateway.envoy.process
+    assert process._proc is not None
+    os.kill(process._proc.pid, signal.SIGKILL)
+    await eventually(lambda: process.restarts == 1, timeout_s=20, what="the restart")
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})  # same port as before
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1  # and on the fast path again

@@ -1,0 +1,163 @@
+"""The control plane's pure half: registry snapshot -> view -> Envoy resources (compared exactly)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.envoy.binary import envoy_binary
+from gateway.envoy.controlplane import build_view, issuer_rules
+from gateway.envoy.files import XdsFiles
+from gateway.envoy.render import (
+    SLOW_GRPC,
+    encode_group,
+    grpc_cluster,
+    http_cluster,
+    render_bootstrap,
+    render_clusters,
+    render_endpoints,
+    render_routes,
+)
+from gateway.envoy.view import Addresses, DataPlaneView, ModelView, StaticView
+from gateway.routing.backend import Backend
+from gateway.routing.registry import Registry
+from tests.auth.helpers import TestIssuer
+
+
+def _registry() -> Registry:
+    a = Backend("lab/10.0.0.1:8001", "lab", "10.0.0.1:8001", "10.0.0.1:8000", capacity=2.0)
+    b = Backend("hpc/10.0.0.2:8001", "hpc", "10.0.0.2:8001", None)
+    registry = Registry([a, b])
+    registry.update_health(a.id, True, {"cnn": frozenset({"1", "2"}), "tiny": frozenset({"1"})})
+    registry.update_health(b.id, True, {"cnn": frozenset({"2"})})
+    return registry
+
+
+def _static(tmp: Path) -> StaticView:
+    issuer = TestIssuer("https://issuer.test")
+    return StaticView(
+        addresses=Addresses(
+            ("0.0.0.0", 8001), ("0.0.0.0", 8000), ("127.0.0.1", 0), ("127.0.0.1", 9), ("127.0.0.1", 10)
+        ),
+        issuers=issuer_rules([issuer.settings()]),
+        xds_dir=str(tmp / "xds"),
+    )
+
+
+def test_view_holds_healthy_consistent_backends_weighted_by_capacity_and_queue() -> None:
+    registry = _registry()
+    queues = {"lab/10.0.0.1:8001": {"cnn": 3}}
+    view = build_view(
+        registry.snapshot,
+        pending=lambda backend: queues.get(backend, {}),
+        model_groups=lambda model: {"/cms", "/dune"} if model == "cnn" else None,
+    )
+    cnn, tiny = view.models
+    assert cnn.name == "cnn"
+    assert tiny.name == "tiny"
+    assert [(e.facility, e.host, e.port, e.weight) for e in cnn.grpc] == [
+        ("lab", "10.0.0.1", 8001, 50),  # capacity 2 -> 200, queue 3 -> /4
+        ("hpc", "10.0.0.2", 8001, 100),
+    ]
+    assert [(e.facility, e.port) for e in cnn.http] == [("lab", 8000)]  # hpc has no HTTP endpoint
+    assert cnn.versions == ("2",)  # only the version every endpoint serves
+    assert cnn.groups == ("/cms", "/dune")
+    assert tiny.groups is None
+    assert tiny.versions == ("1",)
+
+    # The consistency check takes lab out for cnn only; a dead backend leaves every model.
+    registry.set_excluded({("lab/10.0.0.1:8001", "cnn")})
+    view = build_view(registry.snapshot, pending=lambda b: {}, model_groups=lambda m: None)
+    assert [e.facility for e in view.models[0].grpc] == ["hpc"]
+    registry.mark_unreachable("hpc/10.0.0.2:8001", "refused")
+    view = build_view(registry.snapshot, pending=lambda b: {}, model_groups=lambda m: None)
+    assert [m.name for m in view.models] == ["tiny"]
+
+
+def test_backends_with_outbound_credentials_keep_their_models_on_the_python_path() -> None:
+    view = build_view(
+        _registry().snapshot,
+        pending=lambda b: {},
+        model_groups=lambda m: None,
+        credentialed={"hpc/10.0.0.2:8001"},
+    )
+    assert [m.name for m in view.models] == ["tiny"]
+
+
+def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
+    static = _static(tmp_path)
+    view = build_view(
+        _registry().snapshot, pending=lambda b: {}, model_groups=lambda m: {"/a b"} if m == "cnn" else None
+    )
+    cnn = view.models[0]
+    clusters = {c["name"]: c for c in render_clusters(static, view)}
+    assert set(clusters) == {
+        grpc_cluster(cnn),
+        http_cluster(cnn),
+        grpc_cluster(view.models[1]),
+        http_cluster(view.models[1]),
+    }
+    assert clusters[grpc_cluster(cnn)]["lb_policy"] == "LEAST_REQUEST"
+    endpoints = render_endpoints(static, view)[grpc_cluster(cnn)]["endpoints"][0]["lb_endpoints"]
+    assert [
+        (e["endpoint"]["address"]["socket_address"]["address"], e["load_balancing_weight"]) for e in endpoints
+    ] == [
+        ("10.0.0.1", 200),
+        ("10.0.0.2", 100),
+    ]
+    routes = render_routes(static, view)["sonic_grpc"]["virtual_hosts"][0]["routes"]
+    fast, policy = routes[0], routes[1]
+    assert fast["route"]["cluster"] == grpc_cluster(cnn)
+    assert {h["name"] for h in fast["match"]["headers"]} == {"x-sonic-model", "x-sonic-fast"}
+    assert fast["route"]["retry_policy"]["num_retries"] == 1
+    assert policy["route"]["cluster"] == SLOW_GRPC
+    assert policy["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == {
+        "versions": ["2"],
+        "groups": [encode_group("/a b")],
+    }
+    assert routes[-1] == {
+        "name": "slow",
+        "match": {"prefix": "/"},
+        "route": {"cluster": SLOW_GRPC, "timeout": "0s"},
+    }
+    # Rate limits configured: no fast routes at all, everything to Python (which charges the buckets).
+    slow_only = render_routes(static, DataPlaneView(models=view.models, fast_path=False))
+    assert [r["name"] for r in slow_only["sonic_grpc"]["virtual_hosts"][0]["routes"]] == ["slow"]
+
+
+def test_equal_views_write_nothing_twice(tmp_path: Path) -> None:
+    static = _static(tmp_path)
+    files = XdsFiles(static)
+    view = build_view(_registry().snapshot, pending=lambda b: {}, model_groups=lambda m: None)
+    first = files.publish(view)
+    assert first.files_written == 2 + 4 + 1  # routes (2), EDS (cnn and tiny, gRPC and HTTP), CDS
+    assert files.publish(view).files_written == 0
+    queued = build_view(_registry().snapshot, pending=lambda b: {"cnn": 1}, model_groups=lambda m: None)
+    assert files.publish(queued).files_written == 2  # only cnn's two EDS files
+    cds = json.loads((tmp_path / "xds" / "cds" / "cds.json").read_text())
+    assert {r["name"] for r in cds["resources"]} == {c["name"] for c in render_clusters(static, view)}
+
+
+def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    try:
+        binary = envoy_binary()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    static = _static(tmp_path)
+    XdsFiles(static).publish(
+        build_view(_registry().snapshot, pending=lambda b: {}, model_groups=lambda m: None)
+    )
+    bootstrap = tmp_path / "bootstrap.json"
+    bootstrap.write_text(json.dumps(render_bootstrap(static)))
+    result = subprocess.run(
+        [str(binary), "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ModelView("x", (), (), None, ()).key == ModelView("x", (), (), ("g",), ("1",)).key  # name-only id
