@@ -8,16 +8,18 @@ points elsewhere (e.g. migrations under development).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
-from gateway.catalog.db import make_engine
+from gateway.catalog.db import is_sqlite, make_engine
 
 
 class MigrationsNotFound(RuntimeError):
@@ -77,3 +79,41 @@ def upgrade_url(url: str) -> str | None:
         return current_revision(engine)
     finally:
         engine.dispose()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory SQLite."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if absent): workers of one gateway starting together
+    migrate one at a time. flock is independent of the POSIX locks SQLite itself takes."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no worker processes to race with
+        yield
+        return
+    with path.open("ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # held for one migration at most
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upgrade_sqlite(url: str, engine: Engine) -> None:
+    """Create and migrate a SQLite catalog to the newest schema (the embedded database is the
+    gateway's own: no operator step)."""
+    path = sqlite_path(url)
+    if path is None:
+        upgrade(url, engine=engine)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(path):
+        if not is_current(engine):
+            upgrade(url, engine=engine)

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import tempfile
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.catalog import migrate
-from gateway.catalog.db import make_engine, make_sessionmaker
+from gateway.catalog.db import brief, is_sqlite, make_engine, make_sessionmaker
 from gateway.catalog.monitor import ConsistencyMonitor
 from gateway.catalog.probe import TritonModelProbe
 from gateway.catalog.recorder import BatchedUsageRecorder
@@ -39,6 +41,17 @@ def default_recorder(settings: Settings) -> UsageRecorder:
 
 
 class Catalog:
+    """Opening the database (``start``):
+
+    - SQLite is the gateway's own: created and migrated to the newest schema on start.
+    - The implicit default (``database_url`` not configured) in an embedding program or a test, i.e.
+      without the database usage writer that ``serve`` always has, is a scratch SQLite file in a
+      temporary directory, removed on stop: nothing is written to the working directory behind the
+      embedder's back (the same rule as :func:`default_recorder`).
+    - Any other database (PostgreSQL) is migrated by the operator (``sonic-gateway db upgrade``);
+      start says so, loudly, when that was not done.
+    """
+
     def __init__(
         self,
         url: str,
@@ -55,6 +68,8 @@ class Catalog:
         self.consistency: ConsistencyMonitor | None = None
         self.engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        self.implicit_default = False  # set by attach(): database_url was not configured
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     def attach(
         self,
@@ -65,6 +80,7 @@ class Catalog:
     ) -> None:
         """Wire the gateway's parts in: the consistency check probes through ``pool``, and ``authorizer``
         gets each model's allowed groups when it restricts models to groups."""
+        self.implicit_default = "database_url" not in settings.model_fields_set
         self.sync.interval_s = settings.catalog.refresh_s
         self.sync.policy = authorizer if isinstance(authorizer, GroupPolicy) else None
         self.consistency = ConsistencyMonitor(
@@ -76,20 +92,36 @@ class Catalog:
         )
 
     async def start(self) -> None:
-        self.engine = make_engine(self.url)
+        url = self.url
+        if self.implicit_default and self.recorder is None and is_sqlite(url):
+            self._scratch = tempfile.TemporaryDirectory(prefix="sonic-catalog-")
+            url = f"sqlite:///{self._scratch.name}/catalog.db"
+            log.info("no database_url configured: the catalog is a scratch database until the gateway stops")
+        self.engine = make_engine(url)
         self._sessions = make_sessionmaker(self.engine)
-        try:
-            if not migrate.is_current(self.engine):
-                log.warning(
-                    "the catalog database is not at the newest schema: run `sonic-gateway db upgrade`"
-                )
-        except Exception as exc:
-            log.warning("the catalog database cannot be reached: %s", exc)
+        await asyncio.to_thread(self._prepare, url, self.engine)
         await self.sync.start(self.engine)
         if self.consistency is not None:
             await self.consistency.start(self.engine)
         if self.recorder is not None:
             await self.recorder.start(self.engine)
+
+    @staticmethod
+    def _prepare(url: str, engine: Engine) -> None:
+        where = make_url(url).render_as_string(hide_password=True)
+        try:
+            if is_sqlite(url):
+                migrate.upgrade_sqlite(url, engine)
+            elif not migrate.is_current(engine):
+                log.error(
+                    "the catalog database %s is at revision %s, not %s: run `sonic-gateway db upgrade` "
+                    "(until then the admin API fails and usage stays in memory)",
+                    where,
+                    migrate.current_revision(engine),
+                    migrate.head_revision(),
+                )
+        except Exception as exc:
+            log.error("the catalog database %s cannot be used: %s", where, brief(exc))
 
     def session(self) -> Session:
         if self._sessions is None:
@@ -112,3 +144,6 @@ class Catalog:
             self.engine.dispose()
             self.engine = None
             self._sessions = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
