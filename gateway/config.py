@@ -173,6 +173,8 @@ class AuthSettings(BaseModel):
     issuers: list[IssuerSettings] = Field(default_factory=list)
     admin_scopes: list[str] = Field(default_factory=lambda: ["gateway.admin"])
     admin_groups: list[str] = Field(default_factory=list)
+    # Who may read everyone's usage (provenance) besides admins; any other caller reads only their own.
+    usage_reader_groups: list[str] = Field(default_factory=list)
     dev_issuer: DevIssuerSettings = Field(default_factory=DevIssuerSettings)
     # The dev issuer's private key sits on local disk: never trusted next to real issuers by accident.
     allow_dev_issuer_with_real_issuers: bool = False

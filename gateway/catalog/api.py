@@ -816,10 +816,23 @@ def _usage_out(u: m.Usage) -> s.UsageOut:
     )
 
 
+def _reads_all_usage(request: Request, principal: Principal) -> bool:
+    """Admins and members of ``auth.usage_reader_groups`` read everyone's usage."""
+    gateway = _gateway(request)
+    if principal.groups & set(gateway.settings.auth.usage_reader_groups):
+        return True
+    try:
+        gateway.authorizer.authorize_admin(principal)
+    except PermissionDenied:
+        return False
+    return True
+
+
 @router.get("/usage", response_model=s.Page[s.UsageOut])
 def list_usage(
+    request: Request,
     session: SessionDep,
-    _: Reader,
+    principal: Reader,
     job_id: str | None = None,
     dataset: str | None = None,
     model: str | None = None,
@@ -830,8 +843,11 @@ def list_usage(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> s.Page[s.UsageOut]:
-    """Provenance: which model version served which job (and dataset), where, and how much."""
+    """Provenance: which model version served which job (and dataset), where, and how much. A caller
+    sees their own usage; admins and the configured usage reader groups see everyone's."""
     stmt = select(m.Usage)
+    if not _reads_all_usage(request, principal):
+        stmt = stmt.where(m.Usage.subject == principal.subject, m.Usage.issuer == principal.issuer)
     for column, value in (
         (m.Usage.job_id, job_id),
         (m.Usage.dataset, dataset),

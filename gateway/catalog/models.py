@@ -32,7 +32,7 @@ NAMING_CONVENTION = {
 BACKEND_PROTOCOLS = ("grpc", "http")
 DEPLOYMENT_STATES = ("registered", "observed")
 # The columns that identify a usage row (the recorder upserts on them).
-USAGE_KEY = ("job_id", "dataset", "model", "version", "backend", "subject")
+USAGE_KEY = ("job_id", "dataset", "model", "version", "backend", "subject", "issuer")
 
 
 def utcnow() -> dt.datetime:
@@ -159,7 +159,8 @@ class Deployment(Base):
 
 class Usage(Base):
     """Provenance: which model version served which job on which dataset, where, for whom; one row per
-    key, incremented. The dataset is part of the key: a job reading two datasets has a row for each.
+    key, incremented. The dataset is part of the key: a job reading two datasets has a row for each;
+    so is the issuer: a subject is unique only within its issuer.
 
     Names are stored as text, not foreign keys: usage is history and outlives catalog edits. Absent job
     ids and datasets are stored as ``""`` so that the unique key works the same on every database.

@@ -3,7 +3,7 @@
 ``record()`` only appends to a bounded buffer (never blocks, never raises; counts what it drops when
 full). A background task flushes every ``interval_s`` seconds, or sooner once ``batch_size`` events are
 waiting, in ONE transaction that upsert-increments one ``usage`` row per (job, dataset, model, version,
-backend, subject). Events leave the buffer only after their transaction committed: a database outage
+backend, subject, issuer). Events leave the buffer only after their transaction committed: a database outage
 loses nothing that fits in the buffer. ``stop()`` flushes what is left.
 """
 
@@ -28,40 +28,38 @@ from gateway.observability.provenance import ProvenanceMetrics
 
 log = logging.getLogger(__name__)
 
-UsageKey = tuple[str, str, str, str, str, str]  # job_id, dataset, model, version, backend, subject
+UsageKey = tuple[str, ...]  # the values of USAGE_KEY, in its order
 
 
 @dataclass
 class _Row:
     facility: str
-    issuer: str
     n_requests: int
     n_inferences: int
     first_seen: float
     last_seen: float
 
 
+def _key(e: UsageEvent) -> UsageKey:
+    values = {
+        "job_id": e.job_id or "",
+        "dataset": e.dataset or "",
+        "model": e.model,
+        "version": e.version_served,
+        "backend": e.backend_id,
+        "subject": e.subject,
+        "issuer": e.issuer,
+    }
+    return tuple(_fit(values[column], column) for column in USAGE_KEY)
+
+
 def aggregate(events: Iterable[UsageEvent]) -> dict[UsageKey, _Row]:
     rows: dict[UsageKey, _Row] = {}
     for e in events:
-        key = (
-            _fit(e.job_id or "", "job_id"),
-            _fit(e.dataset or "", "dataset"),
-            _fit(e.model, "model"),
-            _fit(e.version_served, "version"),
-            _fit(e.backend_id, "backend"),
-            _fit(e.subject, "subject"),
-        )
+        key = _key(e)
         row = rows.get(key)
         if row is None:
-            rows[key] = _Row(
-                _fit(e.facility, "facility"),
-                _fit(e.issuer, "issuer"),
-                e.requests,
-                e.inferences,
-                e.timestamp,
-                e.timestamp,
-            )
+            rows[key] = _Row(_fit(e.facility, "facility"), e.requests, e.inferences, e.timestamp, e.timestamp)
         else:
             row.n_requests += e.requests
             row.n_inferences += e.inferences
@@ -98,16 +96,10 @@ def write_usage(engine: Engine, events: list[UsageEvent]) -> int:
         raise RuntimeError(f"usage recording supports SQLite and PostgreSQL, not {dialect}")
     table = Usage.__table__
     with engine.begin() as connection:
-        for (job_id, dataset, model, version, backend, subject), row in rows.items():
+        for key, row in rows.items():
             stmt = insert(table).values(
-                job_id=job_id,
-                dataset=dataset,
-                model=model,
-                version=version,
-                backend=backend,
-                subject=subject,
+                **dict(zip(USAGE_KEY, key, strict=True)),
                 facility=row.facility,
-                issuer=row.issuer,
                 n_requests=row.n_requests,
                 n_inferences=row.n_inferences,
                 first_seen=_ts(row.first_seen),

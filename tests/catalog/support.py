@@ -12,16 +12,21 @@ from gateway.errors import PermissionDenied, Unauthenticated
 
 ADMIN = {"authorization": "Bearer admin"}
 READER = {"authorization": "Bearer reader"}
+AUDITOR = {"authorization": "Bearer auditor"}
+AUDITORS = "/sonic/auditors"
 
 
 class TokenNameAuth:
-    """``Bearer admin`` is an admin, ``Bearer reader`` may only read, anything else is refused."""
+    """``Bearer admin`` is an admin, ``Bearer reader`` (alice) and ``Bearer auditor`` (carol, in the
+    group AUDITORS) may only read, anything else is refused."""
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if authorization == "Bearer admin":
             return Principal("https://issuer", "root", scopes=frozenset({"gateway.admin"}))
         if authorization == "Bearer reader":
             return Principal("https://issuer", "alice", scopes=frozenset({"compute.read"}))
+        if authorization == "Bearer auditor":
+            return Principal("https://issuer", "carol", groups=frozenset({AUDITORS}))
         raise Unauthenticated("no valid bearer token: send 'authorization: Bearer <token>'")
 
     def authorize_infer(self, principal: Principal, model: str) -> None:

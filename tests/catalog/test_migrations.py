@@ -38,7 +38,7 @@ def test_downgrade_to_base_then_upgrade(db_url: str) -> None:
 
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrate.migrations_dir() / "versions").is_dir()
-    assert migrate.head_revision() == "0004_repair_json_nulls"
+    assert migrate.head_revision() == "0005_usage_issuer_key"
 
 
 def _usage(job: str, dataset: str, n: int, at: int) -> dict[str, object]:
@@ -128,5 +128,21 @@ def test_downgrade_keeps_the_rows_of_rebuilt_tables(db_url: str) -> None:
             assert connection.execute(text("SELECT address FROM backend")).all() == [("h:1",)]
             if engine.dialect.name == "sqlite":  # foreign keys are enforced again afterwards
                 assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_usage_of_one_subject_name_from_two_issuers_is_two_rows(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(db_url, engine=engine)
+        elsewhere = {**_usage("job-1", "dune:a", 2, 2), "issuer": "https://elsewhere"}
+        with engine.begin() as connection:
+            connection.execute(insert(m.Usage), [_usage("job-1", "dune:a", 1, 1), elsewhere])
+            assert len(connection.execute(select(m.Usage.id)).all()) == 2
+        migrate.downgrade(db_url, "0004_repair_json_nulls", engine=engine)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT issuer, n_requests FROM usage")).all()
+        assert [tuple(r) for r in rows] == [("https://elsewhere", 3)]
     finally:
         engine.dispose()
