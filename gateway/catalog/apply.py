@@ -25,7 +25,15 @@ from typing import Annotated, Any
 
 import httpx
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from gateway.catalog.schemas import (
     BackendIn,
@@ -99,6 +107,18 @@ class FacilitySpec(FacilityIn):
     backends: list[BackendSpec] = Field(default_factory=list)
     _where: str = PrivateAttr("")
 
+    @model_validator(mode="after")
+    def _own_backends(self) -> FacilitySpec:
+        """A backend belongs to the facility it is listed under; naming another one is a mistake."""
+        for j, backend in enumerate(self.backends):
+            if backend.facility not in ("", self.name):
+                raise ValueError(
+                    f"backends.{j} ({backend.address}) names facility {backend.facility!r} but is listed "
+                    f"under facility {self.name!r}; move it there or drop its 'facility:'"
+                )
+            backend.facility = self.name
+        return self
+
 
 class VersionSpec(ModelVersionIn):
     version: FileVersion
@@ -161,20 +181,90 @@ def _duplicates(what: str, entries: Iterable[tuple[Any, str]]) -> None:
         seen[key] = where
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (plain YAML keeps the last one, which
+    hides a typo or a bad merge)."""
+
+
+def _mapping_once(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<: *anchor' brings defaults that the mapping's own keys may override
+        key = loader.construct_object(key_node)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:  # an unhashable key: construct_mapping says what is wrong with it
+            continue
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (first on line {first + 1})", key_node.start_mark
+            )
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line, with its place."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+# The field that names an entry of each list, for error messages.
+_LABELS = {
+    "datasets": ("dataset", "name"),
+    "models": ("model", "name"),
+    "versions": ("version", "version"),
+    "facilities": ("facility", "name"),
+    "backends": ("backend", "address"),
+    "deployments": ("deployment", "model"),
+}
+
+
+def _entry(raw: Any, loc: Sequence[int | str]) -> str:
+    """The entries ``loc`` passes through, by name: ``facility lab, backend h:1``."""
+    labels: list[str] = []
+    node, section = raw, None
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node, section = node[part], part
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            if isinstance(section, str) and section in _LABELS and isinstance(node, dict):
+                word, field = _LABELS[section]
+                if node.get(field) is not None:
+                    labels.append(f"{word} {node[field]}")
+        else:
+            break
+    return ", ".join(labels)
+
+
+def _problems(raw: Any, exc: ValidationError) -> str:
+    out = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        entry = _entry(raw, e["loc"])
+        out.append(f"{where}{f' ({entry})' if entry else ''}: {' '.join(e['msg'].split())}")
+    return "; ".join(out)
+
+
 def load_files(paths: Sequence[str | Path]) -> Declared:
+    """Read and check every file before anything is applied; an ApplyError names the file and entry."""
     declared = Declared()
     for path in paths:
         try:
-            data = FacilityFile.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+            raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader
+            data = FacilityFile.model_validate(raw)
         except OSError as exc:
             raise ApplyError(f"{path}: cannot read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ApplyError(f"{path}: not valid YAML: {exc}") from None
+            raise ApplyError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ApplyError(f"{path}: {problems}") from None
+            raise ApplyError(f"{path}: {_problems(raw, exc)}") from None
         _locate(path, data)
         declared.datasets.extend(data.datasets)
         declared.models.extend(data.models)

@@ -135,6 +135,31 @@ def test_demo_checksums_are_the_artifacts() -> None:
             "facilities: [{name: a, backends: [{address: 'h:1', deployments: [{model: m}]}]}]",
             "facilities.0.backends.0.deployments.0.version",
         ),
+        (
+            "facilities: [{name: a, backends: [{address: 'http://h:8001'}]}]",
+            r"facilities.0.backends.0.address \(facility a, backend http://h:8001\): .* has a scheme",
+        ),
+        (
+            "facilities: [{name: a, backends: [{address: 'a b c:1'}]}]",
+            r"backends.0.address \(facility a, backend a b c:1\): .*not a host name",
+        ),
+        ("facilities: [{name: a, backends: [{address: 'h:0'}]}]", r"backend h:0\): .*port must be 1..65535"),
+        (
+            "facilities: [{name: a, backends: [{facility: b, address: 'h:1'}]}]",
+            r"facilities.0 \(facility a\): .*names facility 'b' but is listed under facility 'a'",
+        ),
+        (
+            "facilities: [{name: a, backends: [{address: 'h:1', capacity: true}]}]",
+            r"facilities.0.backends.0.capacity \(facility a, backend h:1\)",
+        ),
+        (
+            "facilities:\n  - name: a\n    site: x\n    name: b\n",
+            r"not valid YAML: key 'name' given twice \(first on line 2\) \(line 4, column 5\)",
+        ),
+        (
+            "models: [{name: m, versions: [{version: 1, inputs: [{name: x, datatype: FLOAT99, shape: [1]}]}]}]",  # noqa: E501
+            r"models.0.versions.0.inputs.0.datatype \(model m, version 1\): .*unknown datatype 'FLOAT99'",
+        ),
     ],
 )
 def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
@@ -143,6 +168,23 @@ def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ApplyError, match=message) as err:
         load_files([file])
     assert str(err.value).startswith(str(file))
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    file = tmp_path / "f.yaml"
+    file.write_text(
+        "facilities:\n"
+        "  - name: a\n"
+        "    backends:\n"
+        "      - &gpu {address: 'h:1', accelerator: T4}\n"
+        "      - {<<: *gpu, address: 'h:2'}\n"
+    )
+    [facility] = load_files([file]).facilities
+    assert [(b.address, b.accelerator, b.facility) for b in facility.backends] == [
+        ("h:1", "T4", "a"),
+        ("h:2", "T4", "a"),
+    ]
 
 
 def test_cli_db_upgrade_and_apply_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
