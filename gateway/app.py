@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Collection, Iterator
 
 import grpc
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from gateway.auth import TokenAuthenticator, build_auth, trusted_issuers
 from gateway.auth.keys import IssuerKeys
@@ -35,6 +37,7 @@ from gateway.frontends.grpc.service import InferenceService
 from gateway.frontends.http.app import create_http_app
 from gateway.limits.limiter import RateLimiter
 from gateway.observability.backends import backend_state_collector
+from gateway.observability.endpoint import EnvoyStats, MetricsEndpoint
 from gateway.observability.metrics import gateway_metrics
 from gateway.observability.multiprocess import exposition_registry
 from gateway.observability.observer import InferenceObserver
@@ -173,6 +176,7 @@ class Gateway:
         self.envoy: EnvoyDataPlane | None = None
         self.control_grpc_port = 0
         self.control_http_port = 0
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.usage_service = UsageService(
             self.recorder, observer, lambda: self.registry.snapshot, self._backend_at
         )
@@ -206,6 +210,16 @@ class Gateway:
             if entry.issuer in issuers
         }
 
+    def _start_metrics(self) -> None:
+        if self.settings.listen.metrics is None:
+            return
+        sources: list[Collector] = [self.metrics_exposition]
+        if self.envoy is not None:
+            process = self.envoy.process
+            sources.append(EnvoyStats(lambda: process.admin_url))
+        self.metrics_endpoint = MetricsEndpoint(self.settings.listen.metrics, sources)
+        self.metrics_endpoint.start()
+
     async def start(self) -> None:
         await self.load.start()  # Redis unreachable is not fatal: load state fails open
         await self.catalog.start()
@@ -218,6 +232,8 @@ class Gateway:
                 ("grpc.max_send_message_length", max_bytes),
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.so_reuseport", 1),
+                ("grpc.server.max_pending_requests", 100_000),
+                ("grpc.server.max_pending_requests_hard_limit", 100_000),
             ]
         )
         service = InferenceService(self.dataplane, self.pool, self.settings.routing.default_timeout_s)
@@ -266,7 +282,9 @@ class Gateway:
             )
             await self.envoy.start()
             self.grpc_port, self.http_port = self.envoy.grpc_port, self.envoy.http_port
+            self._start_metrics()
             return
+        self._start_metrics()
         log.info(
             "gateway listening: gRPC %s (port %d), HTTP %s (port %d); %d backends",
             self.settings.listen.grpc,
@@ -279,11 +297,12 @@ class Gateway:
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain, then close: requests in flight get ``grace_s`` (default: shutdown_grace_s)."""
         grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        self.dataplane.draining = True  # readiness fails first, so load balancers stop sending
+        started = time.monotonic()
+        log.info("draining: readiness is false; requests in flight have up to %.0f s", grace_s)
         if self.envoy is not None:
-            log.info("draining: new connections refused, requests in flight have %.0f s", grace_s)
             await self.envoy.drain(grace_s)
             await self.envoy.stop()
-            log.info("drained; stopping the control plane")
         if self._http_server is not None:
             self._http_server.should_exit = True
         if self._http_task is not None:
@@ -291,6 +310,8 @@ class Gateway:
                 await asyncio.wait_for(self._http_task, grace_s + 1)
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace_s)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
         await self.health.stop()
         await self.queues.stop()
         await self.load.close()
@@ -301,6 +322,7 @@ class Gateway:
         aclose = getattr(self.authenticator, "aclose", None)
         if aclose is not None:
             await aclose()
+        log.info("drained and stopped in %.1f s", time.monotonic() - started)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -46,8 +46,10 @@ class ListenSettings(BaseModel):
 
     http: str = "127.0.0.1:8000"
     grpc: str = "127.0.0.1:8001"
+    # Prometheus scrapes here, never on the public data port; null: no metrics endpoint.
+    metrics: str | None = "127.0.0.1:8003"
 
-    _check = field_validator("http", "grpc")(_check_address)
+    _check = field_validator("http", "grpc", "metrics")(_check_address)
 
 
 # Signing algorithms a token may use: asymmetric only. ``none`` and HMAC (HS*) are never accepted,

@@ -1,4 +1,8 @@
-"""``serve --workers N``: N gateway processes on the same ports (SO_REUSEPORT), one event loop each."""
+"""``serve --workers N``: N gateway processes on the same ports (SO_REUSEPORT), one event loop each.
+
+With the Envoy data plane (the default) the data path is Envoy's: N becomes Envoy's worker threads
+and one Python process is its control plane and slow path.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,15 @@ def run_workers(settings: Settings, workers: int) -> int:
     if workers < 1:
         raise ValueError("--workers must be at least 1")
     configure_logging(settings.log_level, settings.log_format)
+    if settings.envoy.enabled and workers > 1:
+        # Envoy carries the data path with its own worker threads; one control plane drives it
+        # (several would each start an Envoy on the same ports).
+        concurrency = max(settings.envoy.concurrency, workers)
+        log.info("--workers %d with the Envoy data plane: Envoy runs %d worker threads", workers, concurrency)
+        settings = settings.model_copy(
+            update={"envoy": settings.envoy.model_copy(update={"concurrency": concurrency})}
+        )
+        workers = 1
     if workers == 1:
         _run_one(settings)
         return 0
@@ -70,7 +83,7 @@ def run_workers(settings: Settings, workers: int) -> int:
             p.join(0.5)
     forward(signal.SIGTERM, None)
     for p in procs:
-        p.join(10)
+        p.join(settings.shutdown_grace_s + 10)
         if p.is_alive():
             p.kill()
     return 0 if stopping else 1

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Most tests drive the Python frontends (the slow path) directly; tests of the Envoy data plane
 # (tests/envoy/) turn it on explicitly, which overrides this.
 os.environ.setdefault("SONIC_GATEWAY_ENVOY__ENABLED", "false")
+# Many gateways run in one test session: each takes any free port for its metrics.
+os.environ.setdefault("SONIC_GATEWAY_LISTEN__METRICS", "127.0.0.1:0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -92,8 +92,13 @@ class DataPlane:
         self.signal = LoadSignal(load, queues)
         self.breaker = breaker or CircuitBreaker(load)
         self.limiter = limiter
+        self.draining = False  # set at shutdown: readiness probes fail while in-flight work finishes
         # Frontends record each inference through it (metrics, access log); unexposed by default.
         self.observer = observer or InferenceObserver(gateway_metrics(CollectorRegistry()), registry)
+
+    def ready(self) -> bool:
+        """Readiness: some backend is healthy and the gateway is not draining (it goes false first)."""
+        return not self.draining and bool(self.registry.snapshot.healthy_backends())
 
     async def admit(self, principal: Principal, inferences: int, nbytes: int) -> None:
         """Rate limits and quotas: raise ResourceExhausted (with retry-after) when over them."""

@@ -44,3 +44,4 @@ def exposition_registry(registry: CollectorRegistry, local: Iterable[Collector])
     for collector in local:
         merged.register(collector)
     return merged
+

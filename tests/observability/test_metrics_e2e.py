@@ -22,8 +22,11 @@ def _patches(n: int) -> np.ndarray:
 
 
 async def _metrics(gateway: Gateway) -> str:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
+    assert gateway.metrics_endpoint is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.metrics_endpoint.port}") as client:
         r = await client.get("/metrics")
+        # Never on the public data port: anyone reaching it must not read them.
+        assert (await client.get(f"http://127.0.0.1:{gateway.http_port}/metrics")).status_code == 404
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     return r.text

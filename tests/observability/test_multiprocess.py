@@ -1,4 +1,4 @@
-"""``serve --workers 2``: two real worker processes, one merged view of their metrics at /metrics."""
+"""``serve --workers 2``: two real worker processes, one merged view of their metrics on the metrics port."""
 
 from __future__ import annotations
 
@@ -42,14 +42,15 @@ def _wait_for_workers(proc: subprocess.Popen[bytes], log: Path, workers: int) ->
 
 
 def test_two_workers_merge_their_metrics(tritons: list[TritonServer], tmp_path: Path) -> None:
-    http_port = free_port()
+    http_port, metrics_port = free_port(), free_port()
     backends = ", ".join(
         f"{{facility: f{i}, grpc: '{t.grpc_address}', http: '127.0.0.1:{t.ports.http}'}}"
         for i, t in enumerate(tritons)
     )
     config = tmp_path / "gw.yaml"
     config.write_text(
-        f"listen: {{grpc: '127.0.0.1:{free_port()}', http: '127.0.0.1:{http_port}'}}\n"
+        f"listen: {{grpc: '127.0.0.1:{free_port()}', http: '127.0.0.1:{http_port}', "
+        f"metrics: '127.0.0.1:{metrics_port}'}}\n"
         f"database_url: 'sqlite:///{tmp_path / 'catalog.db'}'\n"
         f"backends: [{backends}]\n"
         "auth: {enabled: false}\n"
@@ -59,6 +60,7 @@ def test_two_workers_merge_their_metrics(tritons: list[TritonServer], tmp_path: 
     log = tmp_path / "gateway.log"
     env = {**os.environ, "TMPDIR": str(scratch)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("SONIC_GATEWAY_LISTEN__METRICS", None)  # the config file names the metrics port
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--workers", "2"],
@@ -77,8 +79,8 @@ def test_two_workers_merge_their_metrics(tritons: list[TritonServer], tmp_path: 
             lines = _access_lines(log)
             assert len(lines) == N
             assert len({e["pid"] for e in lines}) == 2, "both workers should have served requests"
-            scrapes = [client.get("/metrics").text for _ in range(4)]
-        for text in scrapes:  # whichever worker answers a scrape reports every worker's counts
+            scrapes = [client.get(f"http://127.0.0.1:{metrics_port}/metrics").text for _ in range(4)]
+        for text in scrapes:  # the metrics port reports every worker's counts
             labels = {"frontend": "http", "model": "identity_fp32"}
             assert value(text, "sonic_gateway_requests_total", **labels, outcome="ok") == N
             assert value(text, "sonic_gateway_inferences_total", **labels) == N

@@ -149,7 +149,7 @@ class InferenceService:
         return bytes(service_pb2.ServerLiveResponse(live=True).SerializeToString())
 
     async def server_ready(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        ready = bool(self.dataplane.registry.snapshot.healthy_backends())
+        ready = self.dataplane.ready()
         return bytes(service_pb2.ServerReadyResponse(ready=ready).SerializeToString())
 
     async def server_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:

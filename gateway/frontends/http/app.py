@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 from gateway import __version__
@@ -59,12 +58,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/v2/health/ready", tags=["health"])
     async def ready(gw: GatewayDep) -> Response:
-        healthy = gw.registry.snapshot.healthy_backends()
-        return Response(status_code=200 if healthy else 400)
-
-    @app.get("/metrics", tags=["observability"])
-    async def metrics(gw: GatewayDep) -> Response:
-        return Response(generate_latest(gw.metrics_exposition), media_type=CONTENT_TYPE_LATEST)
+        return Response(status_code=200 if gw.dataplane.ready() else 400)
 
     routing = gateway.settings.routing
     kserve = KServeHttp(
