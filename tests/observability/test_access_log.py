@@ -134,7 +134,8 @@ async def test_grpc_access_log_metrics_and_trace_context(
     assert (denied["status"], denied["outcome"], denied["subject"]) == (403, "permission_denied", "visitor")
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as http:
-        text = (await http.get("/metrics")).text
+        assert gateway.metrics_endpoint is not None
+        text = (await http.get(f"http://127.0.0.1:{gateway.metrics_endpoint.port}/metrics")).text
     assert value(text, "sonic_gateway_requests_total", frontend="grpc", outcome="ok", model="toy") == 1
     assert (
         value(text, "sonic_gateway_requests_total", frontend="grpc", outcome="unauthenticated", code="401")
@@ -159,6 +160,8 @@ async def test_http_access_log_and_trace_context(
     gateway, _, http_backend, token = secured
     with respx.mock(assert_all_called=False) as mock:
         mock.route(host="127.0.0.1", port=gateway.http_port).pass_through()
+        assert gateway.metrics_endpoint is not None
+        mock.route(host="127.0.0.1", port=gateway.metrics_endpoint.port).pass_through()
         backend = mock.post(f"http://{http_backend}/v2/models/toy/infer").respond(
             200, content=ANSWER, headers={"content-type": "application/json"}
         )
@@ -173,7 +176,8 @@ async def test_http_access_log_and_trace_context(
                 content=REQUEST,
                 headers={"authorization": f"Bearer {token}"},
             )
-            text = (await http.get("/metrics")).text
+            assert gateway.metrics_endpoint is not None
+            text = (await http.get(f"http://127.0.0.1:{gateway.metrics_endpoint.port}/metrics")).text
     assert r.status_code == 200
     assert denied.status_code == 404
     sent = backend.calls.last.request
