@@ -15,6 +15,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from pydantic import BaseModel
 
+from gateway.catalog import migrate
+from gateway.catalog.db import make_engine
 from gateway.config import (
     BackendSettings,
     CatalogSettings,
@@ -176,6 +178,7 @@ def test_serve_runs_workers_and_stops_on_sigint(tmp_path: Path, workers: int) ->
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=tmp_path,  # serve creates its default SQLite catalog here, not in the working tree
     )
     try:
         deadline = time.monotonic() + 30
@@ -193,6 +196,12 @@ def test_serve_runs_workers_and_stops_on_sigint(tmp_path: Path, workers: int) ->
             assert len(_descendants(proc.pid)) >= workers
         proc.send_signal(signal.SIGINT)
         assert _wait_for_exit(proc, 30) == 0
+        # the default catalog, created and migrated by serve itself, in serve's working directory
+        engine = make_engine(f"sqlite:///{tmp_path / 'sonic-gateway.db'}")
+        try:
+            assert migrate.is_current(engine)
+        finally:
+            engine.dispose()
     finally:
         if proc.poll() is None:
             proc.kill()
