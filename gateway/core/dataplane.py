@@ -59,6 +59,16 @@ class IndexEntry:
 
 
 @dataclass(frozen=True)
+class InferenceTarget:
+    """What an inference asks for, as a frontend read it from its protocol's request."""
+
+    model: str
+    version: str
+    inferences: int  # the batch size (0 when unknown)
+    nbytes: int  # the request's size, for the byte-rate limit
+
+
+@dataclass(frozen=True)
 class CallContext:
     """What a frontend knows about the caller, independent of protocol."""
 
@@ -253,6 +263,33 @@ class DataPlane:
                 return result, backend
             finally:
                 self.load.release(backend.id)
+
+    async def infer(
+        self,
+        ctx: CallContext,
+        principal: Principal,
+        target: InferenceTarget,
+        send: Callable[[Backend], Awaitable[T]],
+        *,
+        protocol: Protocol,
+        deadline: float,
+        served_version: Callable[[T], str | None],
+        unavailable: Callable[[T], bool] | None = None,
+    ) -> tuple[T, Backend, str]:
+        """The one inference use case both frontends share: authorize -> admit -> forward -> record.
+
+        ``served_version(answer)`` is the version the backend says it served, or None when the answer
+        is not a success (an HTTP error passed through): only successes are recorded as usage.
+        """
+        self.authorizer.authorize_infer(principal, target.model)
+        await self.admit(principal, target.inferences, target.nbytes)  # rate limits
+        answer, backend = await self.forward(
+            target.model, target.version, send, protocol, deadline=deadline, unavailable=unavailable
+        )
+        served = served_version(answer)
+        if served is not None:
+            self.record(ctx, principal, backend, target.model, target.version, served, target.inferences)
+        return answer, backend, served or ""
 
     def record(
         self,

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2
 
 from gateway import __version__
 from gateway.backends.grpc_pool import GrpcBackendPool
-from gateway.core.dataplane import CallContext, DataPlane
+from gateway.core.dataplane import CallContext, DataPlane, InferenceTarget
 from gateway.core.wire import (
     parse_infer_request,
     response_model_version,
@@ -238,9 +238,6 @@ class InferenceService:
             span.caller(principal)
             header = parse_infer_request(request)
             span.target(header.model_name, header.model_version)
-            self.dataplane.authorizer.authorize_infer(principal, header.model_name)
-            await self.dataplane.admit(principal, header.batch_size, len(request))  # rate limits
-
             # One deadline for all attempts: a failover retry gets what is left, not a fresh timeout.
             deadline = time.monotonic() + timeout
 
@@ -250,13 +247,11 @@ class InferenceService:
                     backend, "ModelInfer", request, metadata, remaining, ctx.authorization
                 )
 
-            response, backend = await self.dataplane.forward(
-                header.model_name, header.model_version, span.timed(send), deadline=deadline
-            )
-            served = response_model_version(response)
-            self.dataplane.record(
-                ctx, principal, backend, header.model_name, header.model_version, served, header.batch_size
-            )
+            target = InferenceTarget(header.model_name, header.model_version, header.batch_size, len(request))
+            response, backend, served = await self.dataplane.infer(
+                ctx, principal, target, span.timed(send),
+                protocol="grpc", deadline=deadline, served_version=response_model_version,
+            )  # fmt: skip
             span.answered(backend, len(response), header.batch_size, served)
             return response
 

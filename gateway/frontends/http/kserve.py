@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2
 from gateway import __version__
 from gateway.auth import www_authenticate
 from gateway.backends.http_pool import BackendResponse, HttpBackendPool
-from gateway.core.dataplane import CallContext, DataPlane
+from gateway.core.dataplane import CallContext, DataPlane, InferenceTarget
 from gateway.core.identity import Principal
 from gateway.errors import (
     GatewayError,
@@ -151,10 +151,28 @@ class KServeHttp:
             principal = await self.dataplane.authorize_model(ctx, model)
         else:
             ctx, headers, principal = caller
+        send, deadline = self._sender(request, model, version, method, suffix, body, ctx, headers)
+        timed = send if span is None else span.timed(send)
+        answer, backend = await self.dataplane.forward(
+            model, version, timed, protocol="http", deadline=deadline, unavailable=_unavailable
+        )
+        return answer, backend, ctx, principal
+
+    def _sender(
+        self,
+        request: Request,
+        model: str,
+        version: str,
+        method: str,
+        suffix: str,
+        body: bytes | None,
+        ctx: CallContext,
+        headers: list[tuple[str, str]],
+    ) -> tuple[Callable[[Backend], Awaitable[BackendResponse]], float]:
+        """How to send this call to a backend, and the deadline that bounds all attempts."""
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + suffix
         if request.url.query:
             path += "?" + request.url.query
-
         # HTTP carries no client deadline: the gateway's timeout bounds all attempts together.
         deadline = time.monotonic() + self.timeout_s
 
@@ -169,11 +187,7 @@ class KServeHttp:
                 client_authorization=ctx.authorization,
             )
 
-        timed = send if span is None else span.timed(send)
-        answer, backend = await self.dataplane.forward(
-            model, version, timed, protocol="http", deadline=deadline, unavailable=_unavailable
-        )
-        return answer, backend, ctx, principal
+        return send, deadline
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -220,17 +234,20 @@ class KServeHttp:
             header_length, encoding = h.get(_HEADER_LENGTH), h.get("content-encoding")
             refuse_shared_memory(body, header_length, encoding, self.max_body_bytes)
             items = batch_size(body, header_length, encoding)
-            await self.dataplane.admit(principal, items, len(body))  # rate limits
-            answer, backend, ctx, principal = await self.model_call(
-                request, model, version, "POST", "/infer", body, (ctx, headers, principal), span
-            )
-            served = ""
-            if answer.status == 200:
-                served = served_version(
+            send, deadline = self._sender(request, model, version, "POST", "/infer", body, ctx, headers)
+
+            def served(answer: BackendResponse) -> str | None:
+                if answer.status != 200:
+                    return None  # an error passed through: no usage
+                return served_version(
                     answer.body, answer.headers.get(_HEADER_LENGTH), answer.headers.get("content-encoding")
                 )
-                self.dataplane.record(ctx, principal, backend, model, version, served, items)
-            span.answered(backend, len(answer.body), items, served, answer.status)
+
+            answer, backend, version_served = await self.dataplane.infer(
+                ctx, principal, InferenceTarget(model, version, items, len(body)), span.timed(send),
+                protocol="http", deadline=deadline, served_version=served, unavailable=_unavailable,
+            )  # fmt: skip
+            span.answered(backend, len(answer.body), items, version_served, answer.status)
             return _relay(answer, ctx.request_id)
 
     async def statistics(self, request: Request, model: str, version: str) -> Response:
