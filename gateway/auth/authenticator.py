@@ -90,14 +90,14 @@ class TokenAuthenticator:
                 del self._cache[digest]
             validated = await self.validator.validate(token)
         except TokenRejected as exc:
-            self._count_rejection(authorization, exc.detail)
+            self._count_rejection(authorization, exc.detail, exc.message)
             raise
-        except Unavailable:
-            self._count_rejection(authorization, "keys_unavailable")
+        except Unavailable as exc:
+            self._count_rejection(authorization, "keys_unavailable", exc.message)
             raise
         except Exception as exc:  # fail closed: a library surprise is a bad token, never a 500
             log.warning("token validation failed unexpectedly: %s", type(exc).__name__)
-            self._count_rejection(authorization, "malformed")
+            self._count_rejection(authorization, "malformed", "the bearer token could not be parsed")
             raise TokenRejected("malformed", "the bearer token could not be parsed") from None
         self._remember(digest, validated)
         self._validated_ok[validated.principal.issuer].inc()
@@ -112,12 +112,13 @@ class TokenAuthenticator:
                 del self._cache[next(iter(self._cache))]
         self._cache[digest] = validated
 
-    def _count_rejection(self, authorization: str | None, detail: str) -> None:
+    def _count_rejection(self, authorization: str | None, detail: str, why: str) -> None:
         issuer = UNKNOWN_ISSUER
         if detail not in _UNPARSED:
             issuer = self._claimed_issuer(authorization)
         self._counter.labels(issuer, "rejected", detail).inc()
-        log.debug("token rejected: issuer=%s reason=%s", safe(issuer), detail)
+        # Why, in the words the client was told (messages never contain the token), never the token.
+        log.info("token rejected (%s): issuer=%s: %s", detail, safe(issuer), safe(why, 300))
 
     def _claimed_issuer(self, authorization: str | None) -> str:
         """The configured issuer the token claims, for the metric label; anything else is unknown."""

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 UNKNOWN_ISSUER = "unknown"  # as sonic_gateway_token_validations_total says it
+ERROR_LIMIT = 500  # characters of an error message an access-log line repeats
 access_log = logging.getLogger("gateway.access")
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,9 @@ class _Series:
 class InferenceSpan:
     """What one inference did; filled in by the frontend, recorded by the observer on exit."""
 
-    __slots__ = ("attempts", "backend", "backend_s", "code", "frontend", "inferences", "issuer", "job_id",
-                 "model", "observer", "outcome", "request_bytes", "request_id", "response_bytes",
-                 "served_version", "start", "subject", "trace_id", "version")  # fmt: skip
+    __slots__ = ("attempts", "backend", "backend_s", "code", "error", "frontend", "inferences", "issuer",
+                 "job_id", "model", "observer", "outcome", "reason", "request_bytes", "request_id",
+                 "response_bytes", "served_version", "start", "subject", "trace_id", "version")  # fmt: skip
 
     def __init__(self, observer: InferenceObserver, frontend: str, ctx: CallContext, trace_id: str) -> None:
         self.observer = observer
@@ -134,6 +135,8 @@ class InferenceSpan:
         self.inferences = 0
         self.outcome = "ok"
         self.code = "200"
+        self.error = ""  # what the client was told went wrong (never a token)
+        self.reason = ""  # auth's short code for it (expired, bad_signature, missing_scope, ...)
         self.start = 0.0
 
     def target(self, model: str, version: str) -> None:
@@ -145,9 +148,16 @@ class InferenceSpan:
         self.issuer = principal.issuer
 
     def answered(
-        self, backend: Backend, response_bytes: int, inferences: int, served_version: str, status: int = 200
+        self,
+        backend: Backend,
+        response_bytes: int,
+        inferences: int,
+        served_version: str,
+        status: int = 200,
+        error: str = "",
     ) -> None:
-        """The backend's answer (for HTTP, possibly an error status passed through)."""
+        """The backend's answer (for HTTP, possibly an error status passed through, with its
+        ``error`` text for the access log)."""
         self.backend = backend
         self.response_bytes = response_bytes
         self.served_version = served_version
@@ -156,6 +166,7 @@ class InferenceSpan:
         else:
             self.outcome = _HTTP_OUTCOME.get(status, "unknown")
             self.code = str(status) if 100 <= status <= 599 else "500"
+            self.error = error
 
     def timed(self, send: Callable[[Backend], Awaitable[T]]) -> Callable[[Backend], Awaitable[T]]:
         """``send`` that times the backend, counts the routing decision and notes ejections."""
@@ -317,12 +328,17 @@ class InferenceObserver:
     def _failure(self, span: InferenceSpan, exc: BaseException) -> tuple[str, str]:
         if isinstance(exc, GatewayError):
             status = status_of(exc)
+            span.error = exc.message  # as the client was told: never a token
+            detail = getattr(exc, "detail", "")  # auth's fixed vocabulary (expired, missing_scope, ...)
+            span.reason = detail if isinstance(detail, str) else ""
             if isinstance(exc, PermissionDenied):
-                reason = getattr(exc, "detail", exc.reason)  # auth's fixed vocabulary
+                reason = span.reason or exc.reason
                 self.metrics.authorization_denials.labels(span.issuer or UNKNOWN_ISSUER, reason).inc()
             return status.grpc_code.lower(), str(status.http_status)
         if isinstance(exc, asyncio.CancelledError):
+            span.error = "the client cancelled the call or went away"
             return "cancelled", "499"
+        span.error = f"internal error ({type(exc).__name__})"
         return "internal", "500"
 
     def _log(self, span: InferenceSpan, elapsed: float, overhead: float) -> None:
@@ -347,5 +363,7 @@ class InferenceObserver:
             "issuer": span.issuer or None,
             "job_id": (span.job_id or "")[:200] or None,
             "trace_id": span.trace_id or None,
+            "reason": span.reason or None,
+            "error": span.error[:ERROR_LIMIT] or None,
         }
         access_log.info("inference", extra={"fields": fields})

@@ -6,6 +6,11 @@ backend that keeps failing is probed less often (the interval doubles per failur
 is short (4 s by default) because it bounds re-admission: a backend that comes back is probed, and
 routed to, within about ``max_backoff_s`` of being ready. The back-off counts from the start of
 the failed probe, so a probe that hangs until its timeout does not stretch it.
+
+Logs say why: the first failed probe after a good one (or the first probe of all) is a WARNING
+naming the cause, a hung backend's with the timeout it ran past. The monitor keeps its own verdict
+for this, because the data path may have taken the backend out already (a refused connection) and
+that alone logs nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from gateway.core.periodic import Periodic, Sleep
-from gateway.errors import BackendError, GatewayError
+from gateway.errors import BackendError, DeadlineExceeded, GatewayError
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 
@@ -60,6 +65,7 @@ class HealthMonitor:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._next_probe: dict[str, float] = {}
+        self._passed: dict[str, bool] = {}  # this monitor's last verdict per backend
         self._loop = Periodic(self.probe_all, interval_s, "health-monitor", sleep=sleep)
 
     async def _models(self, backend: Backend) -> dict[str, frozenset[str]]:
@@ -84,27 +90,50 @@ class HealthMonitor:
 
     async def probe(self, backend: Backend) -> None:
         started = self._clock()
+        step, limit = "ServerReady", self.timeout_s
         try:
             ready = await asyncio.wait_for(self.prober.server_ready(backend, self.timeout_s), self.timeout_s)
-            models = await asyncio.wait_for(self._models(backend), 2 * self.timeout_s) if ready else None
+            step, limit = "the model index and ModelReady", 2 * self.timeout_s
+            models = await asyncio.wait_for(self._models(backend), limit) if ready else None
         except (GatewayError, TimeoutError) as exc:
             self._backoff(backend.id, started)
-            was = self.registry.snapshot.health.get(backend.id)
-            if was is not None and was.healthy:
-                log.warning("backend %s failed its health check: %s", backend.id, exc)
-            self.registry.update_health(backend.id, False, None, str(exc) or type(exc).__name__)
+            reason = self._reason(exc, step, limit)
+            self._failed(backend, reason)
+            self.registry.update_health(backend.id, False, None, reason)
             return
         was = self.registry.snapshot.health.get(backend.id)
         if was is not None and not was.healthy and ready:
             log.info("backend %s is healthy, serving %s", backend.id, ", ".join(sorted(models or {})))
         if ready:
+            self._passed[backend.id] = True
             self._failures.pop(backend.id, None)
             self._next_probe.pop(backend.id, None)
             if self.on_healthy is not None:
                 self.on_healthy(backend.id)
         else:
             self._backoff(backend.id, started)
+            self._failed(backend, "server not ready (ServerReady answered false)")
         self.registry.update_health(backend.id, ready, models, "" if ready else "server not ready")
+
+    def _reason(self, exc: BaseException, step: str, limit: float) -> str:
+        """Why a probe failed; a hung backend's reason names the timeout it ran past."""
+        message = str(exc) if isinstance(exc, TimeoutError) else getattr(exc, "message", str(exc))
+        if isinstance(exc, DeadlineExceeded) or "timed out" in message.lower():
+            limit = self.timeout_s  # the call's own deadline ran out, not the step's bound
+        elif not isinstance(exc, TimeoutError):
+            return message or type(exc).__name__
+        hung = f"no answer to {step} within the probe timeout of {limit:g} s (routing.probe_timeout_s)"
+        return f"{hung}: {message}" if message else hung
+
+    def _failed(self, backend: Backend, reason: str) -> None:
+        """WARNING once per outage: on the first failure after a pass (or of the first probe)."""
+        if self._passed.get(backend.id, True):
+            log.warning(
+                "backend %s failed its health check and gets no traffic until it passes one: %s",
+                backend.id,
+                reason,
+            )
+        self._passed[backend.id] = False
 
     def _backoff(self, backend_id: str, started: float) -> None:
         failures = self._failures.get(backend_id, 0) + 1
@@ -120,9 +149,7 @@ class HealthMonitor:
     async def probe_all(self) -> None:
         now = self._clock()
         backends = [
-            b
-            for b in self.registry.snapshot.backends.values()
-            if self._next_probe.get(b.id, 0.0) <= now
+            b for b in self.registry.snapshot.backends.values() if self._next_probe.get(b.id, 0.0) <= now
         ]
         await asyncio.gather(*(self.probe(b) for b in backends))
 
