@@ -31,6 +31,7 @@ from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
 from gateway.envoy.controlplane import EnvoyDataPlane, _resolve, provider_name
 from gateway.envoy.internal_api import internal_router
+from gateway.envoy.render import SLOW_GRPC, SLOW_HTTP
 from gateway.envoy.usage import UsageService
 from gateway.envoy.usage import register as register_usage_service
 from gateway.frontends.grpc.service import InferenceService
@@ -41,6 +42,7 @@ from gateway.observability.endpoint import EnvoyStats, MetricsEndpoint
 from gateway.observability.metrics import gateway_metrics
 from gateway.observability.multiprocess import exposition_registry
 from gateway.observability.observer import InferenceObserver
+from gateway.observability.overload import EnvoyOverflowWatch, Refusals, envoy_overflow_stats
 from gateway.observability.provenance import ProvenanceMetrics
 from gateway.routing.backend import Backend
 from gateway.routing.circuit import CircuitBreaker
@@ -177,6 +179,7 @@ class Gateway:
         self.control_grpc_port = 0
         self.control_http_port = 0
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self._overflow: EnvoyOverflowWatch | None = None
         self.usage_service = UsageService(
             self.recorder, observer, lambda: self.registry.snapshot, self._backend_at
         )
@@ -286,6 +289,14 @@ class Gateway:
             )
             await self.envoy.start()
             self.grpc_port, self.http_port = self.envoy.grpc_port, self.envoy.http_port
+            process = self.envoy.process
+            # Envoy's refusals on the way to the slow path (its circuit breaker) are counted and logged.
+            self._overflow = EnvoyOverflowWatch(
+                envoy_overflow_stats(lambda: process.admin_url),
+                Refusals(self.metrics_registry),
+                {SLOW_GRPC: "grpc", SLOW_HTTP: "http"},
+            )
+            await self._overflow.start()
             self._start_metrics()
             return
         self._start_metrics()
@@ -305,6 +316,8 @@ class Gateway:
         started = time.monotonic()
         log.info("draining: readiness is false; requests in flight have up to %.0f s", grace_s)
         if self.envoy is not None:
+            if self._overflow is not None:
+                await self._overflow.stop()
             await self.envoy.drain(grace_s)
             await self.envoy.stop()
         if self._http_server is not None:

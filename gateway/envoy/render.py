@@ -32,6 +32,13 @@ T_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpPro
 # Cluster names of the loopback plumbing; model clusters are "grpc-<key>" and "http-<key>".
 SLOW_GRPC = "sonic_slow_grpc"
 SLOW_HTTP = "sonic_slow_http"
+# Envoy's own calls to the control plane (usage stream, keys, verdicts): never queued behind a
+# client flood on the slow path.
+CONTROL_GRPC = "sonic_control_grpc"
+CONTROL_HTTP = "sonic_control_http"
+# The slow path's concurrency bound: the Python frontends serve thousands of calls at once (their
+# gRPC server's pending-call limit is raised to match), Envoy's default of 1024 refused a flood.
+SLOW_PATH_MAX_REQUESTS = 10000
 ROUTES_GRPC = "sonic_grpc"
 ROUTES_HTTP = "sonic_http"
 POLICY_FILTER = "sonic.policy"
@@ -88,10 +95,12 @@ def _protocol_options(http2: bool, window: int) -> Json:
 
 
 def _static_cluster(name: str, address: tuple[str, int], http2: bool, window: int) -> Json:
+    limit = SLOW_PATH_MAX_REQUESTS
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "circuit_breakers": {"thresholds": [{"max_requests": limit, "max_pending_requests": limit}]},
         "per_connection_buffer_limit_bytes": window,
         "typed_extension_protocol_options": _protocol_options(http2, window),
         "load_assignment": {
@@ -122,7 +131,7 @@ def render_policy(static: StaticView) -> str:
     return (
         _policy_template()
         .replace("--@AUTH@", "true" if static.auth_enabled else "false")
-        .replace("--@CONTROL_CLUSTER@", _lua_string(SLOW_HTTP))
+        .replace("--@CONTROL_CLUSTER@", _lua_string(CONTROL_HTTP))
     )
 
 
@@ -148,7 +157,7 @@ def _jwt_filter(static: StaticView) -> Json:
                 # picks the new set up at its next refresh.
                 "http_uri": {
                     "uri": f"http://{host}:{port}/internal/jwks/{rule.provider}",
-                    "cluster": SLOW_HTTP,
+                    "cluster": CONTROL_HTTP,
                     "timeout": "2s",
                 },
                 "cache_duration": "10s",
@@ -213,7 +222,7 @@ def _access_log(static: StaticView) -> Json:
             "common_config": {
                 "log_name": "sonic-usage",
                 "transport_api_version": "V3",
-                "grpc_service": {"envoy_grpc": {"cluster_name": SLOW_GRPC}},
+                "grpc_service": {"envoy_grpc": {"cluster_name": CONTROL_GRPC}},
                 "buffer_flush_interval": _duration(static.access_log_flush_s),
                 "buffer_size_bytes": 1 << 20,
             },
@@ -287,6 +296,8 @@ def render_bootstrap(static: StaticView) -> Json:
             "clusters": [
                 _static_cluster(SLOW_GRPC, a.control_grpc, http2=True, window=WINDOW_BYTES),
                 _static_cluster(SLOW_HTTP, a.control_http, http2=False, window=WINDOW_BYTES),
+                _static_cluster(CONTROL_GRPC, a.control_grpc, http2=True, window=WINDOW_BYTES),
+                _static_cluster(CONTROL_HTTP, a.control_http, http2=False, window=WINDOW_BYTES),
             ],
         },
         "dynamic_resources": {
