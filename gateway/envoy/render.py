@@ -228,7 +228,7 @@ def _access_log(static: StaticView) -> Json:
             },
             "additional_request_headers_to_log": list(LOGGED_REQUEST_HEADERS),
             "additional_response_trailers_to_log": ["grpc-status", "grpc-message"],
-            "additional_response_headers_to_log": ["grpc-status"],
+            "additional_response_headers_to_log": ["grpc-status", "grpc-message"],
         },
     }
 

@@ -39,6 +39,7 @@ class FastPathRequest:
     upstream: tuple[str, int] | None
     ok: bool
     code: str  # gRPC status name or HTTP status
+    error: str  # what the client was told on failure (grpc-message / Envoy's details), else ""
     job_id: str | None
     dataset: str | None
     request_id: str
@@ -80,6 +81,11 @@ def parse_entry(entry: Any) -> FastPathRequest | None:
         )
     else:
         ok, code = entry.response.response_code.value == 200, str(entry.response.response_code.value)
+    error = ""
+    if not ok:
+        trailers, response_headers = entry.response.response_trailers, entry.response.response_headers
+        message = trailers.get("grpc-message") or response_headers.get("grpc-message") or ""
+        error = (unquote(message) or entry.response.response_code_details)[:500]
     address = common.upstream_remote_address.socket_address
     batch = sonic.fields.get("batch")
     return FastPathRequest(
@@ -92,6 +98,7 @@ def parse_entry(entry: Any) -> FastPathRequest | None:
         upstream=(address.address, address.port_value) if address.address else None,
         ok=ok,
         code=code,
+        error=error,
         job_id=decode_tag(headers.get("sonic-job-id")),
         dataset=decode_tag(headers.get("sonic-dataset")),
         request_id=headers.get("x-request-id", "") or entry.request.request_id,

@@ -307,6 +307,8 @@ class InferenceObserver:
             span.outcome, span.code = request.code.lower(), _GRPC_AS_HTTP.get(request.code, "500")
         else:
             span.outcome, span.code = _HTTP_OUTCOME.get(int(request.code), "unknown"), request.code
+        if not request.ok:
+            span.error = request.error
         self._record(span, request.duration_s)
 
     def _record(self, span: InferenceSpan, elapsed: float) -> None:

@@ -78,6 +78,16 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(json.dumps(value), status_code=status, media_type="application/json")
 
 
+def _error_text(body: bytes) -> str:
+    """A backend's error answer as text for the access log (Triton's ``{"error": ...}`` shape)."""
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    text = message if isinstance(message, str) else body[:500].decode("utf-8", "replace")
+    return text[:500]
+
+
 def _relay(answer: BackendResponse, request_id: str) -> Response:
     headers = {k: answer.headers[k] for k in _RETURNED if k in answer.headers}
     headers["x-request-id"] = request_id
@@ -247,7 +257,8 @@ class KServeHttp:
                 ctx, principal, InferenceTarget(model, version, items, len(body)), span.timed(send),
                 protocol="http", deadline=deadline, served_version=served, unavailable=_unavailable,
             )  # fmt: skip
-            span.answered(backend, len(answer.body), items, version_served, answer.status)
+            error = "" if answer.status == 200 else _error_text(answer.body)
+            span.answered(backend, len(answer.body), items, version_served, answer.status, error=error)
             return _relay(answer, ctx.request_id)
 
     async def statistics(self, request: Request, model: str, version: str) -> Response:
