@@ -1,11 +1,11 @@
 """The real run behind dashboard.png: two Triton facilities, ``serve --workers 2``, Prometheus, traffic.
 
-Starts everything on the ports prometheus.yml names (gateway HTTP 8000 / gRPC 8001; Tritons
-9000-9002 and 9010-9012; Prometheus 9090), sends a reconstruction-like mix for ``--seconds``
-(EmTrackMichelId batches of 235 over gRPC, identity batches of 64 over HTTP with binary tensors,
-a trickle of bad tokens, tokens without the inference scope and unknown model names), takes the
-``nersc-hpc`` facility down for a while in the middle (ejection, failover, recovery), then renders
-the dashboard with render_dashboard.py and stops every process it started::
+Starts everything on the ports prometheus.yml names (gateway HTTP 8000 / gRPC 8001 served by its
+Envoy, metrics 8003; Tritons 9000-9002 and 9010-9012; Prometheus 9090), sends a reconstruction-like
+mix for ``--seconds`` (EmTrackMichelId batches of 235 over gRPC, identity batches of 64 over HTTP
+with binary tensors, a trickle of bad tokens, tokens without the inference scope and unknown model
+names), takes the ``nersc-hpc`` facility down for a while in the middle (ejection, failover,
+recovery), then renders the dashboard with render_dashboard.py and stops every process it started::
 
     .venv/bin/python docs/observability/screenshot_run.py --seconds 150
 """
@@ -143,7 +143,7 @@ def main() -> int:
     )
     config = work / "gateway.yaml"
     config.write_text(
-        "listen: {http: '127.0.0.1:8000', grpc: '127.0.0.1:8001'}\n"
+        "listen: {http: '127.0.0.1:8000', grpc: '127.0.0.1:8001', metrics: '127.0.0.1:8003'}\n"
         f"database_url: '{db}'\n"
         f"backends: [{backends}]\n"
         "routing: {health_interval_s: 2}\n"
