@@ -33,6 +33,18 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def why_unreadable(exc: BaseException) -> str:
+    """Why the catalog could not be read, in words an operator can act on (and the driver's line).
+
+    A missing table means an unmigrated database; anything else (refused connection, timeout,
+    authentication) means the database itself is unreachable or failing, not that it needs migrating.
+    """
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return f"the catalog schema is missing: run `sonic-gateway db upgrade` ({brief(exc)})"
+    return f"the database is unreachable or failing ({brief(exc)})"
+
+
 def brief(exc: BaseException) -> str:
     """A database error in one line for a log: the driver's message, without SQLAlchemy's SQL dump."""
     origin = getattr(exc, "orig", None) or exc

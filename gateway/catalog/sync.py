@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.catalog import models as m
-from gateway.catalog.db import brief
+from gateway.catalog.db import why_unreadable
 from gateway.core.periodic import Periodic
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
@@ -134,7 +134,7 @@ class CatalogSync:
             backends, groups = await asyncio.to_thread(self._read, self.engine)
         except Exception as exc:  # keep the last backends and groups (fail-static, not open)
             if not self._failing:
-                log.warning("catalog backends not read (is the database migrated?): %s", brief(exc))
+                log.warning("catalog backends not read, the last ones stay in use: %s", why_unreadable(exc))
             self._failing = True
             return False
         self._failing = False
