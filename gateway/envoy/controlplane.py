@@ -164,6 +164,9 @@ class EnvoyDataPlane:
             xds_dir=str(self.workdir / "xds"),
             auth_enabled=auth_enabled,
             default_timeout_s=settings.routing.default_timeout_s,
+            # Envoy buffers a whole request (to read the model and check the body): up to the
+            # largest request the gateway accepts at all.
+            max_request_bytes=max(settings.routing.max_message_bytes, settings.routing.max_http_body_bytes),
             circuit_failure_threshold=settings.routing.circuit_failure_threshold,
             circuit_base_ejection_s=settings.routing.circuit_base_ejection_s,
             circuit_max_ejection_s=settings.routing.circuit_max_ejection_s,

@@ -10,6 +10,7 @@
 
 local AUTH = --@AUTH@
 local CONTROL_CLUSTER = --@CONTROL_CLUSTER@
+local MAX_TIMEOUT_MS = --@MAX_TIMEOUT_MS@
 local GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 local function strip_internal(headers)
@@ -177,11 +178,19 @@ function envoy_on_request(handle)
   if model == nil or string.find(model, "[%c]") then return end
   -- The body first: handle:body() must run before anything else yields (httpCall), and header
   -- objects taken before a yield are stale after it.
+  -- A deadline the client sent (sonic_client's sonic-timeout-ms) bounds the fast path too.
+  local timeout = tonumber(headers:get("sonic-timeout-ms") or "")
+  if timeout ~= nil and timeout >= 1 and timeout < MAX_TIMEOUT_MS then
+    headers:replace("x-envoy-upstream-rq-timeout-ms", tostring(math.floor(timeout)))
+  end
   local body_ok
   if headers:get(":path") == GRPC_INFER then
     body_ok = grpc_body_ok(handle)
   else
-    body_ok = rest_body_ok(handle, headers:get("inference-header-content-length"))
+    -- A compressed body cannot be checked here: the Python path decompresses and checks it.
+    local encoding = headers:get("content-encoding")
+    body_ok = (encoding == nil or encoding == "identity")
+      and rest_body_ok(handle, headers:get("inference-header-content-length"))
   end
   headers = handle:headers()
   if not body_ok then return end

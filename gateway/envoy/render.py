@@ -132,6 +132,7 @@ def render_policy(static: StaticView) -> str:
         _policy_template()
         .replace("--@AUTH@", "true" if static.auth_enabled else "false")
         .replace("--@CONTROL_CLUSTER@", _lua_string(CONTROL_HTTP))
+        .replace("--@MAX_TIMEOUT_MS@", str(int(static.default_timeout_s * 1000)))
     )
 
 
@@ -269,6 +270,8 @@ def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: boo
         "stream_idle_timeout": "0s",
         "request_timeout": "0s",
         "use_remote_address": True,
+        # Clients get the request id on both paths (the Python path answers with it too).
+        "always_set_request_id_in_response": True,
         "generate_request_id": True,
         "preserve_external_request_id": True,
         "drain_timeout": _duration(static.drain_time_s),
@@ -276,7 +279,7 @@ def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: boo
     return {
         "name": name,
         "address": _socket(address),
-        "per_connection_buffer_limit_bytes": WINDOW_BYTES,
+        "per_connection_buffer_limit_bytes": static.max_request_bytes,
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
@@ -303,15 +306,19 @@ def render_bootstrap(static: StaticView) -> Json:
         "dynamic_resources": {
             "cds_config": _path_source(f"{static.xds_dir}/cds/cds.json", f"{static.xds_dir}/cds")
         },
-        "layered_runtime": {
-            "layers": [
+        "overload_manager": {
+            "resource_monitors": [
                 {
-                    "name": "static",
-                    "static_layer": {"overload": {"global_downstream_max_connections": 50000}},
-                },
-                {"name": "admin", "admin_layer": {}},
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": f"{T_EXT}.resource_monitors.downstream_connections.v3"
+                        ".DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
             ]
         },
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
     }
 
 
@@ -326,7 +333,7 @@ def _model_cluster(static: StaticView, name: str, http2: bool) -> Json:
             "eds_config": _path_source(eds_path(static, name), f"{static.xds_dir}/eds/{name}")
         },
         "connect_timeout": "2s",
-        "per_connection_buffer_limit_bytes": WINDOW_BYTES,
+        "per_connection_buffer_limit_bytes": static.max_request_bytes,
         "typed_extension_protocol_options": _protocol_options(http2, WINDOW_BYTES),
         # Least outstanding requests over every host (not two random picks), weighted by capacity
         # and Triton's queue: the gateway's own routing signal (docs/routing.md).
@@ -345,7 +352,9 @@ def _model_cluster(static: StaticView, name: str, http2: bool) -> Json:
             "base_ejection_time": _duration(static.circuit_base_ejection_s),
             "max_ejection_time": _duration(static.circuit_max_ejection_s),
             "max_ejection_percent": 100,
-            "enforcing_consecutive_5xx": 100,
+            # A backend's own error answer (INTERNAL, INVALID_ARGUMENT) means it is up: only
+            # connection failures and 502/503/504 (gRPC UNAVAILABLE) count, as in the Python path.
+            "enforcing_consecutive_5xx": 0,
             "enforcing_consecutive_gateway_failure": 100,
             "enforcing_consecutive_local_origin_failure": 100,
         },
@@ -393,10 +402,12 @@ def render_endpoints(static: StaticView, view: DataPlaneView) -> dict[str, Json]
 
 def _retry_policy(grpc: bool) -> Json:
     # One more try, on another backend, only for what never reached one or got UNAVAILABLE.
+    # "reset" covers a backend that died with the request in flight: inference is stateless, so it
+    # is sent once more (never twice), as the Python path does.
     on = (
-        "connect-failure,refused-stream,reset-before-request,unavailable"
+        "connect-failure,refused-stream,reset,unavailable"
         if grpc
-        else "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
+        else "connect-failure,refused-stream,reset,retriable-status-codes"
     )
     policy: Json = {
         "retry_on": on,

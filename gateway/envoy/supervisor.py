@@ -86,7 +86,10 @@ class EnvoyProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # no Envoy outlives the gateway
+            # Its own process group: a Ctrl-C (or systemd's signal to the group) reaches the gateway,
+            # which drains Envoy, instead of killing Envoy with requests in flight.
+            start_new_session=True,
         )
         self._reader = asyncio.create_task(self._read_output(self._proc), name="envoy-output")
         await self._wait_ready()
@@ -167,7 +170,6 @@ class EnvoyProcess:
         if self._proc is None or self._proc.returncode is not None:
             return
         with contextlib.suppress(httpx.HTTPError):
-            await self.admin("POST", "/healthcheck/fail")
             await self.admin("POST", "/drain_listeners?graceful")
         deadline = self._clock() + grace_s
         while self._clock() < deadline:

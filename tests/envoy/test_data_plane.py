@@ -7,6 +7,8 @@ Envoy's own counters (a per-model cluster counts only fast-path requests).
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -137,10 +139,20 @@ async def test_rest_fast_path_with_binary_tensors(edge: Edge) -> None:
             client.close()
 
     result = await asyncio.to_thread(infer)
+    # The fast path answers with the request id, as the Python path does.
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"http://127.0.0.1:{gateway.http_port}/v2/models/{MODEL}/infer",
+            json={"inputs": [{"name": "INPUT0", "shape": [1, 48, 48, 1], "datatype": "FP32",
+                              "data": [0.5] * 2304}]},
+            headers={"authorization": f"Bearer {token}", "x-request-id": "job-7-req-1"},
+        )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-request-id"] == "job-7-req-1"
     out = result.as_numpy("OUTPUT0")
     assert out is not None
     np.testing.assert_array_equal(out.ravel(), x.reshape(2, -1).sum(axis=1))
-    assert envoy_stat(gateway, _cluster_stat(MODEL, grpc=False)) == before + 1
+    assert envoy_stat(gateway, _cluster_stat(MODEL, grpc=False)) == before + 2
     await eventually(lambda: any(e.inferences == 2 for e in recorder.events), what="the REST usage record")
 
 
@@ -250,7 +262,17 @@ async def test_shared_memory_is_refused_on_the_envoy_path(edge: Edge) -> None:
             headers={"authorization": f"Bearer {issuer.token()}"},
         )
     assert answer.status_code == 400
+    # Compressed, the same body cannot be read by Envoy: it goes to Python, which decompresses it.
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"http://127.0.0.1:{gateway.http_port}/v2/models/{MODEL}/infer",
+            content=gzip.compress(json.dumps(body).encode()),
+            headers={"authorization": f"Bearer {issuer.token()}", "content-encoding": "gzip"},
+        )
+    assert answer.status_code == 400, answer.text
+    assert "shared memory" in answer.text.lower()
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
+    assert envoy_stat(gateway, _cluster_stat(MODEL, grpc=False)) == 0
 
 
 async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:
@@ -318,6 +340,7 @@ async def test_a_stream_through_envoy_is_one_stream_in_order(edge: Edge, tritons
         await _stream(address, requests)  # no token: refused before anything is forwarded
     answers = await _stream_with_token(address, requests, issuer.token())
     direct = await _stream_with_token(tritons[0].grpc_address, requests, issuer.token())
+
     # Triton orders answers per request, not across models: compare each request's answers.
     def by_request(stream: list[Any]) -> dict[str, list[tuple[str, dict[str, bytes]]]]:
         out: dict[str, list[tuple[str, dict[str, bytes]]]] = {}
@@ -356,3 +379,26 @@ async def _stream_with_token(address: str, requests: list[Any], token: str) -> l
             }
             out.append((response.id, answer.error_message, outputs))
         return out
+
+
+async def test_the_clients_http_deadline_bounds_the_fast_path(edge: Edge) -> None:
+    """sonic_client sends sonic-timeout-ms: the backend call is cut there (504), not at 300 s."""
+    gateway, _, issuer = edge
+    raw = np.zeros((2048, 48, 48, 1), np.float32).tobytes()  # delay_fp32: ~0.1 s for this batch
+    header = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [2048, 48, 48, 1], "datatype": "FP32",
+                     "parameters": {"binary_data_size": len(raw)}}]}
+    ).encode()  # fmt: skip
+    before = envoy_stat(gateway, _cluster_stat("delay_fp32", grpc=False))
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(
+            f"http://127.0.0.1:{gateway.http_port}/v2/models/delay_fp32/infer",
+            content=header + raw,
+            headers={
+                "authorization": f"Bearer {issuer.token()}",
+                "inference-header-content-length": str(len(header)),
+                "sonic-timeout-ms": "20",
+            },
+        )
+    assert answer.status_code == 504, answer.text
+    assert envoy_stat(gateway, _cluster_stat("delay_fp32", grpc=False)) == before + 1  # on the fast path

@@ -112,7 +112,12 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
     fast, policy = routes[0], routes[1]
     assert fast["route"]["cluster"] == grpc_cluster(cnn)
     assert {h["name"] for h in fast["match"]["headers"]} == {"x-sonic-model", "x-sonic-fast"}
-    assert fast["route"]["retry_policy"]["num_retries"] == 1
+    retry = fast["route"]["retry_policy"]
+    assert retry["num_retries"] == 1  # once more, never twice
+    assert set(retry["retry_on"].split(",")) == {"connect-failure", "refused-stream", "reset", "unavailable"}
+    outlier = clusters[grpc_cluster(cnn)]["outlier_detection"]
+    assert outlier["enforcing_consecutive_5xx"] == 0  # an INTERNAL answer means the backend is up
+    assert outlier["enforcing_consecutive_gateway_failure"] == 100
     assert policy["route"]["cluster"] == SLOW_GRPC
     assert policy["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == {
         "versions": ["2"],

@@ -71,6 +71,7 @@ def test_serve_runs_envoy_drains_in_flight_work_and_leaves_nothing(
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
             stdout=subprocess.DEVNULL, stderr=out, env=env,
+            start_new_session=True,  # its own process group, as in an operator's terminal
         )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{http_port}"
@@ -85,7 +86,7 @@ def test_serve_runs_envoy_drains_in_flight_work_and_leaves_nothing(
         assert "sonic_gateway_backend_healthy" in scrape
         assert "envoy_server_live" in scrape
 
-        # A slow request in flight when SIGTERM arrives is still answered (delay_fp32 sleeps per patch).
+        # A slow request in flight when Ctrl-C arrives is still answered (delay_fp32 sleeps per patch).
         x = np.ones((4096, 48, 48, 1), np.float32)
         result: dict[str, object] = {}
 
@@ -106,7 +107,8 @@ def test_serve_runs_envoy_drains_in_flight_work_and_leaves_nothing(
         while _grpc_requests_active(metrics_url) == 0:  # wait until it is in flight
             assert time.monotonic() < deadline, "the slow request never started"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
+        # Ctrl-C in a terminal signals the whole process group: Envoy must still drain, not die at once.
+        os.killpg(proc.pid, signal.SIGINT)
         caller.join(60)
         assert "error" not in result, result.get("error")
         out = result["out"]

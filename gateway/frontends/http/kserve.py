@@ -183,8 +183,13 @@ class KServeHttp:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + suffix
         if request.url.query:
             path += "?" + request.url.query
-        # HTTP carries no client deadline: the gateway's timeout bounds all attempts together.
-        deadline = time.monotonic() + self.timeout_s
+        # HTTP has no standard deadline header: the client's sonic-timeout-ms (sonic_client sends it)
+        # or else the gateway's timeout bounds all attempts together.
+        budget = self.timeout_s
+        asked = request.headers.get("sonic-timeout-ms", "")
+        if asked.isdigit() and int(asked) > 0:
+            budget = min(budget, int(asked) / 1000)
+        deadline = time.monotonic() + budget
 
         async def send(backend: Backend) -> BackendResponse:
             return await self.pool.request(
