@@ -31,6 +31,8 @@ from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
 from gateway.envoy.controlplane import EnvoyDataPlane, _resolve, provider_name
 from gateway.envoy.internal_api import internal_router
+from gateway.envoy.ratelimit import RateLimitService
+from gateway.envoy.ratelimit import register as register_rate_limit_service
 from gateway.envoy.render import SLOW_GRPC, SLOW_HTTP
 from gateway.envoy.usage import UsageService
 from gateway.envoy.usage import register as register_usage_service
@@ -248,6 +250,8 @@ class Gateway:
         use_envoy = self.settings.envoy.enabled
         if use_envoy:
             register_usage_service(self.grpc_server, self.usage_service)
+            if self.dataplane.limiter is not None:
+                register_rate_limit_service(self.grpc_server, RateLimitService(self.dataplane.limiter))
         grpc_listen = "127.0.0.1:0" if use_envoy else self.settings.listen.grpc
         http_listen = "127.0.0.1:0" if use_envoy else self.settings.listen.http
         self.grpc_port = self.grpc_server.add_insecure_port(grpc_listen)

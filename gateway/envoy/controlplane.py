@@ -96,13 +96,12 @@ def build_view(
     pending: Pending,
     model_groups: ModelGroups,
     credentialed: Collection[str] = (),
-    fast_path: bool = True,
     resolve: Callable[[str], str | None] = _resolve,
 ) -> DataPlaneView:
     """The data plane for ``snapshot``: one entry per model some healthy, consistent backend serves.
 
     A model with any backend that needs the gateway's outbound credentials stays on the Python path
-    (which presents them); so does everything while ``fast_path`` is off.
+    (which presents them).
     """
     models = []
     for name in sorted(snapshot.serving):
@@ -128,7 +127,7 @@ def build_view(
                 versions=tuple(sorted(versions)),
             )
         )
-    return DataPlaneView(models=tuple(models), fast_path=fast_path)
+    return DataPlaneView(models=tuple(models))
 
 
 class EnvoyDataPlane:
@@ -171,17 +170,12 @@ class EnvoyDataPlane:
             circuit_base_ejection_s=settings.routing.circuit_base_ejection_s,
             circuit_max_ejection_s=settings.routing.circuit_max_ejection_s,
             drain_time_s=settings.shutdown_grace_s,
+            rate_limited=limits_configured(settings.limits),
         )
         self._snapshot = snapshot
         self._pending = pending
         self._model_groups = model_groups
         self._credentialed = frozenset(credentialed)
-        self._fast_path = not limits_configured(settings.limits)
-        if not self._fast_path:
-            log.warning(
-                "rate limits are configured: every inference takes the Python path, which charges the "
-                "shared buckets (Envoy serves only unlimited deployments directly)"
-            )
         self.files = XdsFiles(self.static)
         self.view = DataPlaneView()
         self.last_push = PushStats()
@@ -204,7 +198,6 @@ class EnvoyDataPlane:
             pending=self._pending,
             model_groups=self._model_groups,
             credentialed=self._credentialed,
-            fast_path=self._fast_path,
         )
 
     def publish(self, view: DataPlaneView) -> PushStats:

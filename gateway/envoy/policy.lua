@@ -221,6 +221,15 @@ function envoy_on_request(handle)
   meta:set("sonic", "version", version)
   meta:set("sonic", "subject", who.subject)
   meta:set("sonic", "issuer", who.issuer)
+  -- What the rate-limit service charges (strings: Envoy's descriptor entries are text).
+  local groups = {}
+  for g, _ in pairs(who.groups) do groups[#groups + 1] = g end
+  table.sort(groups)
+  local batch = meta:get("sonic") and meta:get("sonic")["batch"]
+  meta:set("sonic", "rl_groups", #groups > 0 and table.concat(groups, " ") or "-")
+  meta:set("sonic", "rl_inferences", tostring(math.floor(tonumber(batch) or 0)))
+  meta:set("sonic", "rl_bytes", tostring(handle:body():length()))
+  headers = handle:headers()
   headers:add("x-sonic-fast", "1")
   handle:clearRouteCache()
 end

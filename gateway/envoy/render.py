@@ -209,6 +209,47 @@ def _field_extraction_filter() -> Json:
     }
 
 
+RATE_LIMIT_DOMAIN = "sonic"
+# Descriptor entries of a fast-path request, read by gateway.envoy.ratelimit (all from the policy
+# filter's dynamic metadata; groups are percent-encoded and space-separated, "-" for none).
+RATE_LIMIT_ENTRIES = ("subject", "issuer", "rl_groups", "rl_inferences", "rl_bytes")
+
+
+def _rate_limit_filter() -> Json:
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": f"{T_FILTERS}.ratelimit.v3.RateLimit",
+            "domain": RATE_LIMIT_DOMAIN,
+            "timeout": "1s",
+            # Fail open, as the Python path does when Redis is out: limits protect, they do not gate.
+            "failure_mode_deny": False,
+            "rate_limited_as_resource_exhausted": True,
+            "rate_limit_service": {
+                "grpc_service": {"envoy_grpc": {"cluster_name": CONTROL_GRPC}},
+                "transport_api_version": "V3",
+            },
+        },
+    }
+
+
+def _rate_limits() -> list[Json]:
+    return [
+        {
+            "actions": [
+                {
+                    "metadata": {
+                        "descriptor_key": key,
+                        "metadata_key": {"key": "sonic", "path": [{"key": key}]},
+                        "source": "DYNAMIC",
+                    }
+                }
+                for key in RATE_LIMIT_ENTRIES
+            ]
+        }
+    ]
+
+
 def _access_log(static: StaticView) -> Json:
     """Every fast-path request, streamed to the control plane (usage records and metrics)."""
     return {
@@ -249,6 +290,8 @@ def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: boo
             },
         }
     )
+    if static.rate_limited:
+        filters.append(_rate_limit_filter())
     filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -441,6 +484,8 @@ def _model_routes(static: StaticView, model: ModelView, grpc: bool) -> list[Json
         "timeout": _duration(static.default_timeout_s),
         "retry_policy": _retry_policy(grpc),
     }
+    if static.rate_limited:
+        action["rate_limits"] = _rate_limits()
     if grpc:
         # The caller's grpc-timeout is honoured up to the gateway's own ceiling.
         action["max_stream_duration"] = {"grpc_timeout_header_max": _duration(static.default_timeout_s)}
@@ -481,10 +526,9 @@ def render_routes(static: StaticView, view: DataPlaneView) -> dict[str, Json]:
             },
         },
     ]
-    if view.fast_path:
-        for model in view.models:
-            grpc_routes += _model_routes(static, model, grpc=True)
-            http_routes += _model_routes(static, model, grpc=False)
+    for model in view.models:
+        grpc_routes += _model_routes(static, model, grpc=True)
+        http_routes += _model_routes(static, model, grpc=False)
     grpc_routes.append(
         {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_GRPC, "timeout": "0s"}}
     )

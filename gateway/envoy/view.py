@@ -67,9 +67,6 @@ class Addresses:
 @dataclass(frozen=True)
 class DataPlaneView:
     models: tuple[ModelView, ...] = ()
-    # False while rate limits are configured: Envoy cannot charge the shared (Redis) buckets, so
-    # every inference takes the Python path, which does.
-    fast_path: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,9 @@ class StaticView:
     issuers: tuple[IssuerRule, ...]
     xds_dir: str
     auth_enabled: bool = True
+    # Rate limits configured: Envoy asks the control plane's rate-limit service (which charges the
+    # shared, Redis-global buckets) before a fast-path request leaves.
+    rate_limited: bool = False
     max_request_bytes: int = 64 * 1024 * 1024
     default_timeout_s: float = 300.0
     circuit_failure_threshold: int = 3

@@ -402,3 +402,31 @@ async def test_the_clients_http_deadline_bounds_the_fast_path(edge: Edge) -> Non
         )
     assert answer.status_code == 504, answer.text
     assert envoy_stat(gateway, _cluster_stat("delay_fp32", grpc=False)) == before + 1  # on the fast path
+
+
+async def test_rate_limits_are_enforced_by_envoy_with_the_shared_buckets(
+    tritons: list[TritonServer], tmp_path: Path
+) -> None:
+    """A configured limit keeps the fast path: Envoy asks the control plane's rate-limit service,
+    which charges the same buckets as the Python path (Redis-global when redis_url is set)."""
+    issuer = TestIssuer("http://127.0.0.1/issuer")
+    limits = {"default": {"inferences_per_s": 1, "burst_s": 3}}  # a bucket of 3 inferences
+    with serving_jwks(issuer) as jwks_uri:
+        gateway, _ = envoy_gateway(
+            tritons, jwks_uri, issuer, limits=limits, database_url=f"sqlite:///{tmp_path}/c.db"
+        )
+        await gateway.start()
+        try:
+            await eventually(lambda: bool(gateway.envoy and gateway.envoy.view.models), what="first push")
+            headers = {"authorization": f"Bearer {issuer.token()}"}
+            before = envoy_stat(gateway, _cluster_stat(MODEL))
+            await _infer(gateway, headers)  # 3 inferences: the whole bucket, on the fast path
+            assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
+            error = await _refusal(gateway, headers)
+            assert error.status() == "StatusCode.RESOURCE_EXHAUSTED"
+            assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1  # refused before a backend
+            assert envoy_stat(gateway, r"^cluster\.grpc-[0-9a-f]+\.ratelimit\.over_limit$") >= 1
+            other = {"authorization": f"Bearer {issuer.token(sub='bob')}"}
+            await _infer(gateway, other)  # another subject has its own bucket
+        finally:
+            await gateway.stop(grace_s=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from gateway.envoy.render import (
     render_endpoints,
     render_routes,
 )
-from gateway.envoy.view import Addresses, DataPlaneView, ModelView, StaticView
+from gateway.envoy.view import Addresses, ModelView, StaticView
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
 from tests.auth.helpers import TestIssuer
@@ -128,9 +129,12 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
         "match": {"prefix": "/"},
         "route": {"cluster": SLOW_GRPC, "timeout": "0s"},
     }
-    # Rate limits configured: no fast routes at all, everything to Python (which charges the buckets).
-    slow_only = render_routes(static, DataPlaneView(models=view.models, fast_path=False))
-    assert [r["name"] for r in slow_only["sonic_grpc"]["virtual_hosts"][0]["routes"]] == ["slow"]
+    # Rate limits configured: the fast routes ask the rate-limit service with the caller's entries.
+    limited = render_routes(dataclasses.replace(static, rate_limited=True), view)
+    fast = limited["sonic_grpc"]["virtual_hosts"][0]["routes"][0]
+    entries = [a["metadata"]["descriptor_key"] for a in fast["route"]["rate_limits"][0]["actions"]]
+    assert entries == ["subject", "issuer", "rl_groups", "rl_inferences", "rl_bytes"]
+    assert "rate_limits" not in routes[0]["route"]
 
 
 def test_equal_views_write_nothing_twice(tmp_path: Path) -> None:
@@ -151,7 +155,7 @@ def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
         binary = envoy_binary()
     except Exception as exc:
         pytest.skip(str(exc))
-    static = _static(tmp_path)
+    static = dataclasses.replace(_static(tmp_path), rate_limited=True)  # every filter we render
     XdsFiles(static).publish(
         build_view(_registry().snapshot, pending=lambda b: {}, model_groups=lambda m: None)
     )
