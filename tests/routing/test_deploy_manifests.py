@@ -116,15 +116,6 @@ def test_the_pod_outlives_the_drain_and_readiness_is_probed(
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
 
 
-def test_the_shipped_config_keeps_the_envoy_fast_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from gateway.envoy.controlplane import limits_configured
-
-    # Any rate limit sends every inference through Python (docs/routing.md).
-    assert not limits_configured(_shipped_settings(tmp_path, monkeypatch).limits)
-
-
 def test_every_triton_pod_is_scraped_with_its_facility() -> None:
     scraped = yaml.safe_load(_doc("ConfigMap/prometheus-scrape-sonic")["data"]["scrape-configs.yaml"])
     relabels = scraped[0]["relabel_configs"]
