@@ -78,8 +78,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from sonic_client import Client
-    from sonic_client.protodune import classify_event, extract_patches, find_hits, generate_event
+    try:
+        from sonic_client import Client
+        from sonic_client.protodune import classify_event, extract_patches, find_hits, generate_event
+    except ImportError as exc:
+        _say(
+            f"the demo's job runs the thin client, which is not installed ({exc}): "
+            "pip install 'sonic-gateway[demo]' ./client (from a checkout: make demo)"
+        )
+        return 2
 
     from gateway.auth.dev_issuer import DevIssuer
 
@@ -123,6 +130,7 @@ def run_demo(args: argparse.Namespace) -> int:
             _say("   tokens from the development issuer are validated on every request")
             with _GatewayThread(Gateway(settings, recorder=recorder)) as gateway:
                 _run_job(gateway, token, args.events, Client, classify_event, generate_event)
+                _settle(recorder)
                 _show_shares(recorder)
                 _show_patches(
                     f"127.0.0.1:{grpc_port}", token, Client, generate_event, find_hits, extract_patches
@@ -168,6 +176,18 @@ def _run_job(gateway: Gateway, token: str, events: int, client_cls, classify, ge
             f"   batch {batch_size}: {total_patches / total_time:,.0f} inferences/s through the gateway "
             "(one blocking client, as in the paper's LArSoft module)"
         )
+
+
+def _settle(recorder: InMemoryRecorder, quiet_s: float = 1.0, limit_s: float = 10.0) -> None:
+    """Wait until usage stops arriving: Envoy streams fast-path records in batches (every 0.5 s)."""
+    deadline = time.monotonic() + limit_s
+    seen, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        if len(recorder.events) != seen:
+            seen, since = len(recorder.events), time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.1)
 
 
 def _show_shares(recorder: InMemoryRecorder) -> None:
