@@ -28,6 +28,7 @@ from gateway.config import (
     load_settings,
 )
 from tests.support.net import free_port
+from tests.support.processes import descendants
 
 
 def test_yaml_then_environment_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,11 +130,6 @@ def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
         raise
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
 @pytest.mark.triton
 def test_triton_command_serves_and_stops_on_sigterm_leaving_nothing(tmp_path: Path) -> None:
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
@@ -150,7 +146,7 @@ def test_triton_command_serves_and_stops_on_sigterm_leaving_nothing(tmp_path: Pa
         assert "Triton ready" in line, line
         with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
             assert client.is_model_ready("emtrack_michel")
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         assert children, "tritonserver should run as a child of the command"
         proc.send_signal(signal.SIGTERM)
         assert _wait_for_exit(proc, 30) == 0
@@ -193,7 +189,7 @@ def test_serve_runs_workers_and_stops_on_sigint(tmp_path: Path, workers: int) ->
                     time.sleep(0.2)
         if workers > 1:
             time.sleep(1.0)  # let every worker bind
-            assert len(_descendants(proc.pid)) >= workers
+            assert len(descendants(proc.pid)) >= workers
         proc.send_signal(signal.SIGINT)
         assert _wait_for_exit(proc, 30) == 0
         # the default catalog, created and migrated by serve itself, in serve's working directory

@@ -17,14 +17,9 @@ import tritonclient.grpc as grpcclient
 
 from gateway.triton.launcher import TritonServer
 from tests.support.net import free_port
+from tests.support.processes import descendants
 
 pytestmark = pytest.mark.triton
-
-
-def _descendants(pid: int) -> list[int]:
-    ps = ["ps", "-o", "pid=", "--ppid", str(pid)]
-    out = subprocess.run(ps, capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
 
 
 def _wait_serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -77,7 +72,7 @@ def test_serve_runs_envoy_drains_in_flight_work_and_leaves_nothing(
         url = f"http://127.0.0.1:{http_port}"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         _wait_serving(url, proc, log)
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         cmdlines = [Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace") for c in children]
         assert any("envoy" in c for c in cmdlines), cmdlines
         # The public port is Envoy's; metrics are on their own port and carry Envoy's statistics.

@@ -143,8 +143,11 @@ def _request(model: str, request_id: str, **kw: int) -> service_pb2.ModelInferRe
 Answer = tuple[str, str, dict[str, np.ndarray]]
 
 
-async def _stream(address: str, requests: list[service_pb2.ModelInferRequest]) -> list[Answer]:
+async def _stream(
+    address: str, requests: list[service_pb2.ModelInferRequest], token: str | None = None
+) -> list[Answer]:
     """(id, "error" or "", outputs) of every answer, in the order they came."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.stream_stream(
             "/inference.GRPCInferenceService/ModelStreamInfer",
@@ -157,7 +160,7 @@ async def _stream(address: str, requests: list[service_pb2.ModelInferRequest]) -
                 yield request
 
         answers = []
-        async for answer in call(each(), timeout=60):
+        async for answer in call(each(), timeout=60, metadata=metadata):
             response = answer.infer_response
             outputs = {
                 o.name: np.frombuffer(raw, np.int32 if o.datatype == "INT32" else np.float32).reshape(o.shape)

@@ -26,7 +26,6 @@ from gateway import __version__
 from gateway.auth import www_authenticate
 from gateway.backends.http_pool import BackendResponse, HttpBackendPool
 from gateway.core.dataplane import CallContext, DataPlane, InferenceTarget
-from gateway.core.identity import Principal
 from gateway.errors import (
     GatewayError,
     ModelNotFound,
@@ -40,7 +39,6 @@ from gateway.errors import (
 )
 from gateway.frontends.http.infer_body import batch_size, refuse_shared_memory, served_version
 from gateway.frontends.statistics import merge_statistics
-from gateway.observability.observer import InferenceSpan
 from gateway.routing.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -146,27 +144,16 @@ class KServeHttp:
         return b"".join(chunks)
 
     async def model_call(
-        self,
-        request: Request,
-        model: str,
-        version: str,
-        method: str,
-        suffix: str,
-        body: bytes | None = None,
-        caller: tuple[CallContext, list[tuple[str, str]], Principal] | None = None,
-        span: InferenceSpan | None = None,
-    ) -> tuple[BackendResponse, Backend, CallContext, Principal]:
-        if caller is None:
-            ctx, headers = self.context(request)
-            principal = await self.dataplane.authorize_model(ctx, model)
-        else:
-            ctx, headers, principal = caller
-        send, deadline = self._sender(request, model, version, method, suffix, body, ctx, headers)
-        timed = send if span is None else span.timed(send)
-        answer, backend = await self.dataplane.forward(
-            model, version, timed, protocol="http", deadline=deadline, unavailable=_unavailable
+        self, request: Request, model: str, version: str, suffix: str
+    ) -> tuple[BackendResponse, CallContext]:
+        """A model-level GET (metadata, config, ready) for a caller allowed to use the model."""
+        ctx, headers = self.context(request)
+        await self.dataplane.authorize_model(ctx, model)
+        send, deadline = self._sender(request, model, version, "GET", suffix, None, ctx, headers)
+        answer, _ = await self.dataplane.forward(
+            model, version, send, protocol="http", deadline=deadline, unavailable=_unavailable
         )
-        return answer, backend, ctx, principal
+        return answer, ctx
 
     def _sender(
         self,
@@ -227,12 +214,12 @@ class KServeHttp:
         return _json({"name": "sonic-gateway", "version": __version__, "extensions": []})
 
     async def model(self, request: Request, model: str, version: str, suffix: str) -> Response:
-        answer, _, ctx, _ = await self.model_call(request, model, version, "GET", suffix)
+        answer, ctx = await self.model_call(request, model, version, suffix)
         return _relay(answer, ctx.request_id)
 
     async def model_ready(self, request: Request, model: str, version: str) -> Response:
         try:
-            answer, _, ctx, _ = await self.model_call(request, model, version, "GET", "/ready")
+            answer, ctx = await self.model_call(request, model, version, "/ready")
         except (ModelNotFound, Unavailable) as exc:
             return Response(json.dumps({"error": exc.message}), 400, media_type="application/json")
         return _relay(answer, ctx.request_id)
