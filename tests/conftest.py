@@ -6,6 +6,7 @@ Two Triton processes (the bundled ``tritonserver`` binary, CPU) start once per s
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -87,6 +88,12 @@ async def gateway(tritons: list[TritonServer]) -> AsyncIterator[Gateway]:
     gw = Gateway(gateway_settings(tritons), metrics_registry=CollectorRegistry())
     await gw.start()
     try:
+        # Tests start once both facilities are routable: on a loaded machine the first health probe
+        # can come after a test's first request, which then (rightly) finds no backend.
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(gw.registry.snapshot.healthy_backends()) < len(tritons):
+            assert asyncio.get_running_loop().time() < deadline, "the Tritons never became healthy"
+            await asyncio.sleep(0.05)
         yield gw
     finally:
         await gw.stop(grace_s=1)

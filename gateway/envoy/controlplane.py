@@ -189,6 +189,8 @@ class EnvoyDataPlane:
             drain_time_s=settings.shutdown_grace_s,
         )
         self._sync = Periodic(self._sync_once, envoy.sync_interval_s, "envoy-sync")
+        self._dropped = 0
+        self._drop_watch = Periodic(self._check_dropped_usage, 5.0, "envoy-usage-drops")
         self.grpc_port = 0
         self.http_port = 0
 
@@ -219,6 +221,21 @@ class EnvoyDataPlane:
         except Exception:
             log.exception("could not publish the data plane's configuration; Envoy keeps the last one")
 
+    async def _check_dropped_usage(self) -> None:
+        """Usage records Envoy could not stream to us are never lost silently: say so, loudly."""
+        try:
+            text = await self.process.admin("GET", "/stats?format=json&filter=grpc_access_log.logs_dropped$")
+        except Exception:  # Envoy restarting: the next round reads it
+            return
+        dropped = sum(int(s.get("value", 0)) for s in json.loads(text).get("stats", []) if "value" in s)
+        if dropped > self._dropped:
+            log.error(
+                "envoy dropped %d usage records it could not stream to the control plane (its buffer "
+                "was full); their requests were served but are missing from the catalog",
+                dropped - self._dropped,
+            )
+        self._dropped = dropped
+
     def wake(self) -> None:
         self._sync.wake()
 
@@ -240,6 +257,7 @@ class EnvoyDataPlane:
         self.static = dataclasses.replace(self.static, addresses=addresses)
         bootstrap.write_text(json.dumps(render_bootstrap(self.static), indent=1), encoding="utf-8")
         self._sync.start()
+        self._drop_watch.start()
         log.info(
             "data plane (envoy) listening: gRPC %s (port %d), HTTP %s (port %d); ready in %.1f s",
             self.settings.listen.grpc,
@@ -254,6 +272,7 @@ class EnvoyDataPlane:
 
     async def stop(self) -> None:
         await self._sync.stop()
+        await self._drop_watch.stop()
         await self.process.stop()
         if self._owned_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)

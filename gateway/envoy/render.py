@@ -266,7 +266,9 @@ def _access_log(static: StaticView) -> Json:
                 "transport_api_version": "V3",
                 "grpc_service": {"envoy_grpc": {"cluster_name": CONTROL_GRPC}},
                 "buffer_flush_interval": _duration(static.access_log_flush_s),
-                "buffer_size_bytes": 1 << 20,
+                # Entries wait here while the control plane is busy; past it Envoy drops them (the
+                # control plane logs any drop: gateway.envoy.controlplane's usage watch).
+                "buffer_size_bytes": 16 << 20,
             },
             "additional_request_headers_to_log": list(LOGGED_REQUEST_HEADERS),
             "additional_response_trailers_to_log": ["grpc-status", "grpc-message"],

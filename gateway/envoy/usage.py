@@ -70,7 +70,10 @@ def parse_entry(entry: Any) -> FastPathRequest | None:
     headers = entry.request.request_headers
     path = entry.request.path
     protocol = "grpc" if path.startswith("/inference.GRPCInferenceService/") else "http"
-    if protocol == "grpc":
+    cancelled = common.response_flags.downstream_connection_termination
+    if cancelled:  # the client left before the answer: not a success, not the backend's failure
+        ok, code = False, "CANCELLED" if path.startswith("/inference.") else "499"
+    elif protocol == "grpc":
         status = entry.response.response_trailers.get("grpc-status") or entry.response.response_headers.get(
             "grpc-status"
         )

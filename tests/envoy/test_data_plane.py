@@ -404,3 +404,34 @@ async def test_rate_limits_are_enforced_by_envoy_with_the_shared_buckets(
             await _infer(gateway, other)  # another subject has its own bucket
         finally:
             await gateway.stop(grace_s=1)
+
+
+async def test_mutated_tokens_never_reach_a_backend(edge: Edge) -> None:
+    """Differential fuzz: every one-character change of a good token is refused through Envoy exactly
+    as the Python validator refuses it (or accepted where it accepts it), and only accepted ones are
+    served. Signatures are where Envoy's and Python's decoders could disagree (base64 tail bits)."""
+    import random
+
+    gateway, _, issuer = edge
+    token = issuer.token()
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/"
+    positions = [len(token) - 1, len(token) - 2, *rng.sample(range(len(token)), 22)]
+    mutants = {token[:i] + rng.choice(alphabet.replace(token[i], "")) + token[i + 1 :] for i in positions}
+    mutants |= {token + "A", token[:-1], token.replace(".", "..", 1)}
+    for mutant in sorted(mutants):
+        authorization = f"Bearer {mutant}"
+        try:
+            principal = await gateway.authenticator.authenticate(authorization)
+            gateway.authorizer.authorize_infer(principal, MODEL)
+            accepted = True
+        except GatewayError:
+            accepted = False
+        before = envoy_stat(gateway, _cluster_stat(MODEL))
+        try:
+            await _infer(gateway, {"authorization": authorization})
+            served = True
+        except InferenceServerException:
+            served = False
+        assert served == accepted, mutant
+        assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + int(accepted), mutant

@@ -78,3 +78,21 @@ def test_the_served_version_is_the_requested_one_or_the_newest_ready() -> None:
     assert served_version(registry.snapshot, LAB, "cnn", "2") == "2"
     assert served_version(registry.snapshot, LAB, "cnn", "") == "10"  # numerically newest, not "2"
     assert served_version(registry.snapshot, LAB, "other", "") == ""
+
+
+def test_a_client_that_left_is_counted_as_cancelled_not_as_served() -> None:
+    entry = _entry("/v2/models/cnn/infer", status=None, batch=2)
+    entry.common_properties.response_flags.downstream_connection_termination = True
+    entry.response.response_code.value = 0
+    parsed = parse_entry(entry)
+    assert parsed is not None
+    assert (parsed.ok, parsed.code) == (False, "499")
+    registry = Registry([LAB])
+    metrics = CollectorRegistry()
+    observer = InferenceObserver(gateway_metrics(metrics), registry)
+    recorder = InMemoryRecorder()
+    UsageService(recorder, observer, lambda: registry.snapshot, lambda h, p: LAB).handle(parsed)
+    assert list(recorder.events) == []
+    labels = {"frontend": "http", "outcome": "cancelled", "code": "499"}
+    samples = [s for m in metrics.collect() for s in m.samples if s.name == "sonic_gateway_requests_total"]
+    assert [s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items())] == [1.0]

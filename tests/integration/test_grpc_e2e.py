@@ -177,21 +177,30 @@ def _assert_same(got: list[Answer], want: list[Answer]) -> None:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
+# Models of different speeds on one stream. Decoupled models are streamed on their own below:
+# Triton 2.51 aborts (a proto_buffer_writer assertion) when a decoupled model's answers race
+# another model's on one stream's writer, with or without a gateway in between.
 MIXED = [
     _request(MODEL, "0", batch=64),  # slow: about 20 ms of CNN
     _request("identity_fp32", "1"),
-    _request("repeat_fp32", "2", n=3, delay_ms=5),  # decoupled: three answers
     _request("identity_fp32", "3"),
-    _request("repeat_fp32", "4", n=0),  # decoupled, and no answer at all
     _request(MODEL, "5", batch=2),
 ]
+
+
+def _by_request(answers: list[Answer]) -> dict[str, list[Answer]]:
+    """Each request's answers in the order they came (Triton orders decoupled answers per request)."""
+    out: dict[str, list[Answer]] = {}
+    for answer in answers:
+        out.setdefault(answer[0], []).append(answer)
+    return out
 
 
 async def test_stream_answers_equal_a_direct_stream_in_order(
     gateway: Gateway, tritons: list[TritonServer]
 ) -> None:
     direct = await _stream(tritons[0].grpc_address, MIXED)
-    assert [a[0] for a in direct if a[0] != "2"] == ["0", "1", "3", "5"]  # Triton keeps request order
+    assert [a[0] for a in direct] == ["0", "1", "3", "5"]  # Triton keeps request order
     for _ in range(3):
         via = await _stream(f"127.0.0.1:{gateway.grpc_port}", MIXED)
         _assert_same(via, direct)
@@ -202,11 +211,15 @@ async def test_decoupled_model_answers_several_times_and_is_recorded_once(
 ) -> None:
     before = len(gateway.recorder.events)  # type: ignore[attr-defined]
     requests = [_request("repeat_fp32", "a", n=4), _request("repeat_fp32", "b", n=2, base=10)]
-    via = await _stream(f"127.0.0.1:{gateway.grpc_port}", requests)
-    _assert_same(via, await _stream(tritons[0].grpc_address, requests))
-    assert [a[0] for a in via] == ["a"] * 4 + ["b"] * 2
+    requests.append(_request("repeat_fp32", "c", n=0))  # decoupled, and no answer at all
+    via = _by_request(await _stream(f"127.0.0.1:{gateway.grpc_port}", requests))
+    direct = _by_request(await _stream(tritons[0].grpc_address, requests))
+    assert sorted(via) == sorted(direct) == ["a", "b"]
+    for request_id in via:
+        _assert_same(via[request_id], direct[request_id])
+    assert [int(o["INDEX"].ravel()[0]) for _, _, o in via["a"]] == [0, 1, 2, 3]
     events = list(gateway.recorder.events)[before:]  # type: ignore[attr-defined]
-    assert [(e.model, e.version_served) for e in events] == [("repeat_fp32", "1")] * 2
+    assert [(e.model, e.version_served) for e in events] == [("repeat_fp32", "1")] * 2  # c: no answer
 
 
 async def test_refusals_keep_request_order_on_the_stream(gateway: Gateway) -> None:
