@@ -11,6 +11,7 @@ from pathlib import Path
 from gateway.auth.cli import add_token_arguments, run_token_command
 from gateway.catalog.cli import add_catalog_commands
 from gateway.config import ConfigError, load_settings
+from gateway.envoy.binary import EnvoyNotAvailable, envoy_binary
 from gateway.observability.logs import configure_logging
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY, TritonError, TritonPorts, TritonServer
 
@@ -37,6 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.workers import run_workers
 
     settings = load_settings(args.config)
+    if settings.envoy.enabled:
+        envoy_binary(settings.envoy.binary)  # before anything starts: a missing data plane says so
     return run_workers(settings, args.workers)  # it configures logging as the settings say
 
 
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
-    except (ConfigError, TritonError) as exc:
+    except (ConfigError, TritonError, EnvoyNotAvailable) as exc:
         print(f"sonic-gateway: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
