@@ -21,14 +21,14 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, Select, String, cast, exists, func, select
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from starlette.exceptions import HTTPException  # what FastAPI raises for a body it cannot parse
 
 from gateway.auth.www import www_authenticate
 from gateway.catalog import models as m
 from gateway.catalog import schemas as s
-from gateway.catalog.db import brief
+from gateway.catalog.db import brief, why_unreadable
 from gateway.core.identity import Principal
 from gateway.errors import (
     Conflict,
@@ -38,6 +38,7 @@ from gateway.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     status_of,
 )
 from gateway.routing.backend import Backend as RouterBackend
@@ -141,6 +142,8 @@ def get_session(request: Request) -> Iterator[Session]:
             yield session
         except DataError as exc:  # the schemas keep values in range; this is the database's last word
             raise InvalidField(f"the catalog database cannot store a value: {brief(exc)}") from exc
+        except OperationalError as exc:  # down, unreachable or unmigrated: the caller may retry
+            raise Unavailable(f"the catalog cannot be read or written now: {why_unreadable(exc)}") from exc
 
 
 def _storable_query(request: Request) -> None:

@@ -480,3 +480,19 @@ async def test_timestamps_carry_their_utc_offset(client: httpx.AsyncClient) -> N
     listed = (await client.get("/api/v1/facilities", headers=READER)).json()["items"][0]
     for value in (created["created_at"], listed["created_at"]):
         assert dt.datetime.fromisoformat(str(value)).utcoffset() == dt.timedelta(0), value
+
+
+async def test_a_database_outage_is_503_and_says_so(client: httpx.AsyncClient, gateway: Gateway) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from tests.support.net import free_port
+
+    down = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2")
+    gateway.catalog._sessions = sessionmaker(down)
+    try:
+        answer = await client.get("/api/v1/facilities", headers=READER)
+    finally:
+        down.dispose()
+    assert answer.status_code == 503
+    assert "unreachable" in answer.json()["error"]
