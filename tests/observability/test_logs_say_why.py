@@ -59,7 +59,8 @@ async def test_a_killed_backend_is_a_warning_even_after_the_data_path_ejected_it
         warnings = _warnings(caplog, "a")
         assert len(warnings) == 1, warnings
         assert "failed its health check" in warnings[0]
-        assert "unreachable" in warnings[0]
+        # Why, as gRPC saw it: refused, or the server's GOAWAY if the probe raced its shutdown.
+        assert "unreachable" in warnings[0] or "GOAWAY" in warnings[0]
         await monitor.probe(backend)  # still down: one WARNING per outage, not one per probe
         assert len(_warnings(caplog, "a")) == 1
     finally:
