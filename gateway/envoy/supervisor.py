@@ -101,7 +101,9 @@ class EnvoyProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             self._output.append(line)
             # Envoy's own warnings and errors reach the gateway's log; its info lines do not.
-            if "][critical][" in line or "][error][" in line:
+            if self._stopping:  # its shutdown chatter ("caught ENVOY_SIGTERM") is ours, not news
+                log.debug("envoy: %s", line)
+            elif "][critical][" in line or "][error][" in line:
                 log.error("envoy: %s", line)
             elif "][warning][" in line:
                 log.warning("envoy: %s", line)
