@@ -321,6 +321,15 @@ def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: boo
         "preserve_external_request_id": True,
         "drain_timeout": _duration(static.drain_time_s),
     }
+    if not grpc:
+        # Envoy's own answers (timeout, no upstream, too large) in Triton's REST error shape; over gRPC
+        # Envoy already answers with a status and grpc-message.
+        hcm["local_reply_config"] = {
+            "body_format": {
+                "json_format": {"error": "%LOCAL_REPLY_BODY%"},
+                "content_type": "application/json",
+            }
+        }
     return {
         "name": name,
         "address": _socket(address),

@@ -375,6 +375,7 @@ async def test_the_clients_http_deadline_bounds_the_fast_path(edge: Edge) -> Non
             },
         )
     assert answer.status_code == 504, answer.text
+    assert answer.json() == {"error": "upstream request timeout"}  # Triton's error shape
     assert envoy_stat(gateway, _cluster_stat("delay_fp32", grpc=False)) == before + 1  # on the fast path
 
 
