@@ -101,6 +101,10 @@ class DeadlineExceeded(GatewayError):
     """The caller's deadline ran out before a backend answered."""
 
 
+class ClientGone(GatewayError):
+    """The caller disconnected before the answer: its work was cancelled (nobody to answer)."""
+
+
 class Unimplemented(GatewayError):
     """The call exists in the protocol but the gateway does not offer it (and says why)."""
 
@@ -133,6 +137,7 @@ _STATUS_TABLE: tuple[tuple[type[GatewayError], ProtocolStatus], ...] = (
     (ResourceExhausted, ProtocolStatus("RESOURCE_EXHAUSTED", 429)),
     (Unimplemented, ProtocolStatus("UNIMPLEMENTED", 501)),
     (DeadlineExceeded, ProtocolStatus("DEADLINE_EXCEEDED", 504)),
+    (ClientGone, ProtocolStatus("CANCELLED", 499)),
     (Unavailable, ProtocolStatus("UNAVAILABLE", 503)),
 )
 

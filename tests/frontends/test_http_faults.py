@@ -362,3 +362,37 @@ async def test_inference_naming_shared_memory_is_refused_and_never_forwarded(
         "/v2/models/toy/infer", content=BODY, headers={"inference-header-content-length": str(len(HEADER))}
     )
     assert r.status_code == 200
+
+
+async def test_a_client_that_leaves_cancels_the_backend_call(
+    pair: tuple[Gateway, list[str], httpx.AsyncClient], mock: respx.MockRouter
+) -> None:
+    """HTTP has no cancellation: the frontend notices the client is gone and frees the backend call,
+    and the request is counted cancelled (499), never 200."""
+    import asyncio
+
+    gw, https, _ = pair
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow_backend(request: httpx.Request) -> httpx.Response:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return _ok()
+
+    for http in https:
+        _route(mock, http).mock(side_effect=slow_backend)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.http_port}", timeout=10) as client:
+        call = asyncio.create_task(client.post("/v2/models/toy/infer", content=BODY))
+        await asyncio.wait_for(started.wait(), 10)
+        call.cancel()  # the client gives up and closes its connection
+        await asyncio.wait({call})
+    await asyncio.wait_for(cancelled.wait(), 10)  # the backend call was cancelled, not left running
+    registry = gw.metrics_registry
+    labels = {"frontend": "http", "model": "toy", "outcome": "cancelled", "code": "499"}
+    samples = [s for m in registry.collect() for s in m.samples if s.name == "sonic_gateway_requests_total"]
+    assert [s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items())] == [1.0]
+    assert not [s for s in samples if s.labels.get("outcome") == "ok"]

@@ -16,7 +16,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from google.protobuf.json_format import MessageToDict, ParseDict
@@ -27,6 +27,7 @@ from gateway.auth import www_authenticate
 from gateway.backends.http_pool import BackendResponse, HttpBackendPool
 from gateway.core.dataplane import CallContext, DataPlane, InferenceTarget
 from gateway.errors import (
+    ClientGone,
     GatewayError,
     ModelNotFound,
     PayloadTooLarge,
@@ -42,6 +43,7 @@ from gateway.frontends.statistics import merge_statistics
 from gateway.routing.backend import Backend
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Client headers passed on to the backend; ``authorization`` is never among them.
 _FORWARDED = (
@@ -74,6 +76,27 @@ def error_response(exc: GatewayError) -> Response:
 
 def _json(value: Any, status: int = 200) -> Response:
     return Response(json.dumps(value), status_code=status, media_type="application/json")
+
+
+# How often a long REST inference checks that its client is still there.
+DISCONNECT_POLL_S = 0.25
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``, cancelled as soon as the client disconnects: a backend call nobody will read is
+    freed (HTTP has no cancellation of its own; gRPC cancels the handler itself)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone("the client disconnected before the answer; its request was cancelled")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
 
 def _error_text(body: bytes) -> str:
@@ -245,10 +268,10 @@ class KServeHttp:
                     answer.body, answer.headers.get(_HEADER_LENGTH), answer.headers.get("content-encoding")
                 )
 
-            answer, backend, version_served = await self.dataplane.infer(
+            answer, backend, version_served = await _unless_client_leaves(request, self.dataplane.infer(
                 ctx, principal, InferenceTarget(model, version, items, len(body)), span.timed(send),
                 protocol="http", deadline=deadline, served_version=served, unavailable=_unavailable,
-            )  # fmt: skip
+            ))  # fmt: skip
             error = "" if answer.status == 200 else _error_text(answer.body)
             span.answered(backend, len(answer.body), items, version_served, answer.status, error=error)
             return _relay(answer, ctx.request_id)
