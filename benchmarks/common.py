@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from benchmarks.load import LoadPool, LoadSpec
-from benchmarks.procs import log, tree_cpu_seconds
+from benchmarks.procs import admin_stats, log, tree_cpu_seconds
 from benchmarks.report import Sample
 
 IDENTITY = {"model": "identity_fp32", "input_name": "INPUT0", "outputs": ("OUTPUT0",)}
@@ -25,19 +25,34 @@ class Arm:
     url: str  # host:port
     tokens: tuple[str, ...] = ()
     proxy_pid: int | None = None  # process tree whose CPU is charged to this arm (None: direct)
+    envoy_pid: int | None = None  # the gateway's Envoy (a child of proxy_pid): its part is reported too
+    admin: str = ""  # the gateway's Envoy admin host:port: which path served is counted from its stats
+
+
+def fast_requests(admin: str) -> int:
+    """Requests the gateway's Envoy has sent to per-model clusters (the fast path) so far."""
+    stats = admin_stats(admin, r"^cluster\.(grpc|http)-.*\.upstream_rq_total$")
+    return sum(stats.values())
 
 
 def measure(pool: LoadPool, arm: Arm, spec: LoadSpec, concurrency: int, sample: Sample) -> None:
     """Run ``spec`` against ``arm`` and add the outcome (and the proxy's CPU) to ``sample``."""
     spec = replace(spec, url=arm.url, tokens=spec.tokens or arm.tokens)
+    fast0 = fast_requests(arm.admin) if arm.admin else None
+    env0 = tree_cpu_seconds(arm.envoy_pid) if arm.envoy_pid else None
     cpu0 = tree_cpu_seconds(arm.proxy_pid) if arm.proxy_pid else None
     run = pool.run(spec, concurrency)
     cpu = tree_cpu_seconds(arm.proxy_pid) - cpu0 if arm.proxy_pid and cpu0 is not None else None
+    env = tree_cpu_seconds(arm.envoy_pid) - env0 if arm.envoy_pid and env0 is not None else None
+    fast = fast_requests(arm.admin) - fast0 if arm.admin and fast0 is not None else None
+    # The proxy also served the warm-up calls: charge its CPU per request over all of them.
+    warm = spec.warmup * concurrency
+    measured = len(run.latencies)
+    share = measured / (measured + warm) if measured + warm else 1.0
     if cpu is not None:
-        # The proxy also served the warm-up calls: charge its CPU per request over all of them.
-        warm = spec.warmup * concurrency
-        measured = len(run.latencies)
-        cpu *= measured / (measured + warm) if measured + warm else 1.0
+        cpu *= share
+    if env is not None:
+        env *= share
     sample.add(
         run.latencies,
         run.elapsed,
@@ -45,6 +60,9 @@ def measure(pool: LoadPool, arm: Arm, spec: LoadSpec, concurrency: int, sample: 
         cpu,
         run.errors,
         run.first_error,
+        envoy_cpu_s=env,
+        fast_requests=fast,
+        sent_requests=measured + warm + run.errors,
     )
     if run.errors:
         log(f"   ! {arm.name}: {run.errors} failed load processes: {run.first_error}")

@@ -1,4 +1,4 @@
-"""Processes a benchmark starts (Tritons, the gateway, HAProxy), their CPU time, and their cleanup.
+"""Processes a benchmark starts (Tritons, the gateway, HAProxy, plain Envoy), their CPU, and their cleanup.
 
 Every process is started in its own session and registered with a :class:`Processes` stack; leaving
 the ``with`` block (normally, on an exception, or on SIGTERM/SIGINT turned into SystemExit by
@@ -8,6 +8,7 @@ the ``with`` block (normally, on an exception, or on SIGTERM/SIGINT turned into 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks import envoy as plain_envoy
 from benchmarks.haproxy import HAPROXY_BIN, Frontend, render_config
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY, REPO_ROOT, TritonPorts, TritonServer
 
@@ -86,6 +88,68 @@ def tree_cpu_seconds(root: int) -> float:
         total += cpu.get(pid, 0.0)
         todo.extend(children.get(pid, ()))
     return total
+
+
+def children_named(root: int, comm: str) -> list[int]:
+    """Pids of descendants of ``root`` whose command name is ``comm`` (e.g. the gateway's Envoy)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            got = _stat(int(entry.name))
+            if got is not None:
+                parents[int(entry.name)] = got[0]
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == pid:
+                todo.append(child)
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{child}/comm").read_text().strip() == comm:
+                        found.append(child)
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a live process (VmRSS), 0 if it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- Envoy's admin interface -----------------------------------------------------------------------
+
+
+def admin_get(admin: str, path: str, timeout_s: float = 10.0) -> str:
+    """GET ``path`` from an Envoy admin interface at host:port (loopback, no proxy)."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{admin}{path}", timeout=timeout_s) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def admin_stats(admin: str, regex: str) -> dict[str, int]:
+    """Counters and gauges whose name matches ``regex`` (Envoy's /stats?filter=)."""
+    import urllib.parse
+
+    data = json.loads(admin_get(admin, f"/stats?format=json&filter={urllib.parse.quote(regex)}"))
+    return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "value" in s}
+
+
+def wait_envoy_ready(admin: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"envoy exited with code {proc.returncode} while starting")
+        with contextlib.suppress(OSError):
+            if admin_get(admin, "/ready", 2.0).strip() == "LIVE":
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"envoy (admin {admin}) was not ready within {timeout_s:.0f} s")
 
 
 # -- lifetime ----------------------------------------------------------------------------------------
@@ -176,21 +240,22 @@ class Processes:
         extra: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
     ) -> GatewayProc:
-        grpc_port, http_port = free_port(), free_port()
+        grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
         key_dir = self.workdir / "dev-issuer"
-        config: dict[str, Any] = {
-            "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
-            "database_url": f"sqlite:///{self.workdir / (name + '.db')}",
-            "log_level": "WARNING",
-            "auth": {"enabled": auth, "dev_issuer": {"enabled": True, "key_dir": str(key_dir)}},
-            "backends": [
-                {"facility": f"site{i}", "grpc": t.grpc_address, "http": f"127.0.0.1:{t.ports.http}"}
-                for i, t in enumerate(backends)
-            ],
-            "routing": {"health_interval_s": 1.0},
-        }
-        for key, value in (extra or {}).items():
-            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        config = gateway_config(
+            [(t.grpc_address, f"127.0.0.1:{t.ports.http}") for t in backends],
+            grpc_port=grpc_port,
+            http_port=http_port,
+            admin_port=admin_port,
+            database=self.workdir / (name + ".db"),
+            key_dir=key_dir,
+            auth=auth,
+            extra=extra,
+        )
+        envoy_on = bool(config["envoy"].get("enabled", True))
+        if envoy_on and workers != 1:
+            log(f"--workers {workers} is not meaningful with Envoy as the data plane: the gateway runs 1")
+            workers = 1
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         exe = str(VENV_BIN / "sonic-gateway")
@@ -208,7 +273,27 @@ class Processes:
         )
         wait_port(grpc_port, 60, proc, "sonic-gateway")
         wait_port(http_port, 60, proc, "sonic-gateway")
-        return GatewayProc(proc, grpc_port, http_port, key_dir)
+        admin = ""
+        envoy_pid = None
+        if envoy_on:
+            admin = str(config["envoy"]["admin"])
+            wait_envoy_ready(admin, 60, proc)
+            found = children_named(proc.pid, "envoy")
+            envoy_pid = found[0] if found else None
+        return GatewayProc(proc, grpc_port, http_port, key_dir, admin, envoy_pid)
+
+    # -- plain Envoy ------------------------------------------------------------------------------
+
+    def envoy(self, frontends: list[plain_envoy.EnvoyFrontend], name: str = "envoy") -> EnvoyProc:
+        admin_port = free_port()
+        path = self.workdir / f"{name}.json"
+        path.write_text(plain_envoy.render_config(frontends, admin_port=admin_port))
+        proc = self.popen(plain_envoy.command(plain_envoy.envoy_path(), str(path)), name)
+        admin = f"127.0.0.1:{admin_port}"
+        wait_envoy_ready(admin, 60, proc)
+        for fe in frontends:
+            wait_port(fe.port, 20, proc, "envoy")
+        return EnvoyProc(proc, admin)
 
     # -- HAProxy ------------------------------------------------------------------------------------
 
@@ -223,12 +308,69 @@ class Processes:
         return proc
 
 
+def gateway_config(
+    backends: list[tuple[str, str]],
+    *,
+    grpc_port: int,
+    http_port: int,
+    admin_port: int,
+    database: Path,
+    key_dir: Path,
+    auth: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The YAML config of a benchmark gateway: backends as (gRPC, HTTP) addresses, Envoy on, no limits."""
+    config: dict[str, Any] = {
+        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+        "database_url": f"sqlite:///{database}",
+        "log_level": "WARNING",
+        "auth": {"enabled": auth, "dev_issuer": {"enabled": True, "key_dir": str(key_dir)}},
+        "backends": [
+            {"facility": f"site{i}", "grpc": grpc, "http": http} for i, (grpc, http) in enumerate(backends)
+        ],
+        "routing": {"health_interval_s": 1.0},
+        # The data plane: Envoy on the public ports, 2 worker threads (the default, said here so a
+        # change of default does not silently change the benchmark). No `limits:` on purpose: with
+        # rate limits each request also consults the rate-limit service (once: the Python path).
+        "envoy": {
+            "enabled": True,
+            "concurrency": plain_envoy.CONCURRENCY,
+            "admin": f"127.0.0.1:{admin_port}",
+        },
+    }
+    for key, value in (extra or {}).items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    if config.get("limits"):
+        raise ValueError(
+            "benchmark gateways run without rate limits: the goals are for unlimited deployments "
+            "(with limits, each request also asks the rate-limit service)"
+        )
+    return config
+
+
+@dataclass
+class EnvoyProc:
+    proc: subprocess.Popen[bytes]
+    admin: str  # host:port of its admin interface
+
+
 @dataclass
 class GatewayProc:
     proc: subprocess.Popen[bytes]
     grpc_port: int
     http_port: int
     key_dir: Path
+    admin: str = ""  # Envoy's admin host:port ("" without Envoy)
+    envoy_pid: int | None = None  # the data plane, a child of the gateway process
+
+    def path_counts(self) -> dict[str, int]:
+        """Requests Envoy sent on the fast path (per-model clusters) and to Python (slow clusters)."""
+        if not self.admin:
+            return {}
+        stats = admin_stats(self.admin, r"^cluster\..*\.upstream_rq_total$")
+        fast = sum(v for k, v in stats.items() if k.startswith(("cluster.grpc-", "cluster.http-")))
+        slow = {k.split(".")[1]: v for k, v in stats.items() if k.startswith("cluster.sonic_slow_")}
+        return {"fast": fast, **slow}
 
     def tokens(self, n: int = 1, subject: str = "bench") -> list[str]:
         """``n`` distinct tokens from the development issuer the gateway trusts."""

@@ -34,6 +34,9 @@ class Sample:
     errors: int = 0
     first_error: str = ""
     round_rps: list[float] = field(default_factory=list)  # one throughput per round, for paired ratios
+    envoy_cpu_s: float | None = None  # the part of proxy_cpu_s spent in the gateway's Envoy
+    fast_requests: int | None = None  # requests the gateway's Envoy sent straight to a backend
+    sent_requests: int = 0  # requests sent, warm-up included (what fast_requests is a share of)
 
     def add(
         self,
@@ -43,6 +46,10 @@ class Sample:
         proxy_cpu_s: float | None,
         errors: int = 0,
         first_error: str = "",
+        *,
+        envoy_cpu_s: float | None = None,
+        fast_requests: int | None = None,
+        sent_requests: int = 0,
     ) -> None:
         latencies = list(latencies)
         self.latencies.extend(latencies)
@@ -54,6 +61,11 @@ class Sample:
             self.proxy_cpu_s = (self.proxy_cpu_s or 0.0) + proxy_cpu_s
         self.errors += errors
         self.first_error = self.first_error or first_error
+        if envoy_cpu_s is not None:
+            self.envoy_cpu_s = (self.envoy_cpu_s or 0.0) + envoy_cpu_s
+        if fast_requests is not None:
+            self.fast_requests = (self.fast_requests or 0) + fast_requests
+            self.sent_requests += sent_requests
 
     @property
     def requests(self) -> int:
@@ -77,6 +89,11 @@ class Sample:
             out["proxy_cpu_s_per_gb"] = (
                 self.proxy_cpu_s / (self.request_bytes / GB) if self.request_bytes else math.nan
             )
+            if self.envoy_cpu_s is not None:
+                out["envoy_cpu_ms_per_req"] = self.envoy_cpu_s / n * 1e3
+                out["python_cpu_ms_per_req"] = (self.proxy_cpu_s - self.envoy_cpu_s) / n * 1e3
+        if self.fast_requests is not None and self.sent_requests:
+            out["fast_path_share"] = self.fast_requests / self.sent_requests
         return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -84,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                 log(
                     f"=== scenario {name} FAILED after {time.monotonic() - t0:.0f} s; logs were in {workdir}:"
                 )
+                kept = Path(tempfile.mkdtemp(prefix=f"sonic-bench-failed-{name}-"))
                 for path in sorted(workdir.glob("*.log")):
+                    shutil.copy(path, kept / path.name)
                     tail = path.read_text(errors="replace").splitlines()[-15:]
                     print(f"--- {path.name}\n" + "\n".join(tail), flush=True)
+                log(f"=== the logs of {name} are kept in {kept}")
                 failed.append(name)
                 continue
             result["wall_s"] = time.monotonic() - t0
