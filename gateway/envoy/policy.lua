@@ -11,14 +11,17 @@
 local AUTH = --@AUTH@
 local CONTROL_CLUSTER = --@CONTROL_CLUSTER@
 local MAX_TIMEOUT_MS = --@MAX_TIMEOUT_MS@
+local RATE_LIMITED = --@RATE_LIMITED@
 local GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
+-- Removes every x-sonic-* header a client sent; true when there was one.
 local function strip_internal(headers)
   local names = {}
   for key, _ in pairs(headers) do
     if string.sub(key, 1, 8) == "x-sonic-" then names[#names + 1] = key end
   end
   for _, key in ipairs(names) do headers:remove(key) end
+  return #names > 0
 end
 
 -- Verdicts of the Python validator (the authority on tokens), cached per worker by the exact
@@ -40,7 +43,7 @@ end
 local function principal(handle, authorization)
   -- Envoy's jwt_authn verified the signature with the keys the control plane vetted.
   local jwt = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.jwt_authn")
-  if jwt == nil or jwt["jwt_payload"] == nil then return nil end
+  if jwt == nil or jwt["jwt_header"] == nil then return nil end
   if authorization == nil or #authorization > 8300 then return nil end
   local now = os.time()
   local verdict = VERDICTS[authorization]
@@ -170,19 +173,30 @@ local function allowed(groups, route_groups)
   return false
 end
 
+-- The model's rules (on its fast route) allow this caller and version.
+local function decide(handle, who, version)
+  local policy = handle:metadata():get("policy")
+  if policy == nil or not allowed(who.groups, policy["groups"]) then return false end
+  if version == "" then return true end
+  for _, v in ipairs(policy["versions"] or {}) do
+    if v == version then return true end
+  end
+  return false
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
-  strip_internal(headers)
-  handle:clearRouteCache()
+  -- A route chosen (by an earlier filter) while a client's x-sonic-* headers were present is void.
+  if strip_internal(headers) then handle:clearRouteCache() end
   local model, version = target(handle, headers)
   if model == nil or string.find(model, "[%c]") then return end
-  -- The body first: handle:body() must run before anything else yields (httpCall), and header
-  -- objects taken before a yield are stale after it.
   -- A deadline the client sent (sonic_client's sonic-timeout-ms) bounds the fast path too.
   local timeout = tonumber(headers:get("sonic-timeout-ms") or "")
   if timeout ~= nil and timeout >= 1 and timeout < MAX_TIMEOUT_MS then
     headers:replace("x-envoy-upstream-rq-timeout-ms", tostring(math.floor(timeout)))
   end
+  -- The body first: handle:body() must run before anything else yields (httpCall), and header
+  -- objects taken before a yield are stale after it.
   local body_ok
   if headers:get(":path") == GRPC_INFER then
     body_ok = grpc_body_ok(handle)
@@ -202,18 +216,18 @@ function envoy_on_request(handle)
   else
     who = { issuer = "", subject = "anonymous", groups = {} }
   end
+  -- Provisionally on the model's fast route, whose metadata holds its rules: any refusal (or error)
+  -- takes both marks off again, so the request falls back to the Python path.
   headers:add("x-sonic-model", model)
+  headers:add("x-sonic-fast", "1")
   handle:clearRouteCache()
-  -- The model's policy route (it exists only for models the fast path serves).
-  local policy = handle:metadata():get("policy")
-  local ok = policy ~= nil and allowed(who.groups, policy["groups"])
-  if ok and version ~= "" then
-    ok = false
-    for _, v in ipairs(policy["versions"] or {}) do
-      if v == version then ok = true end
-    end
+  local ran, ok = pcall(decide, handle, who, version)
+  if not (ran and ok) then
+    headers:remove("x-sonic-model")
+    headers:remove("x-sonic-fast")
+    handle:clearRouteCache()
+    return
   end
-  if not ok then headers:remove("x-sonic-model"); handle:clearRouteCache(); return end
   -- Taking the fast path: the client's token is not for the facility (which gets its own).
   headers:remove("authorization")
   local meta = handle:streamInfo():dynamicMetadata()
@@ -221,15 +235,14 @@ function envoy_on_request(handle)
   meta:set("sonic", "version", version)
   meta:set("sonic", "subject", who.subject)
   meta:set("sonic", "issuer", who.issuer)
-  -- What the rate-limit service charges (strings: Envoy's descriptor entries are text).
-  local groups = {}
-  for g, _ in pairs(who.groups) do groups[#groups + 1] = g end
-  table.sort(groups)
-  local batch = meta:get("sonic") and meta:get("sonic")["batch"]
-  meta:set("sonic", "rl_groups", #groups > 0 and table.concat(groups, " ") or "-")
-  meta:set("sonic", "rl_inferences", tostring(math.floor(tonumber(batch) or 0)))
-  meta:set("sonic", "rl_bytes", tostring(handle:body():length()))
-  headers = handle:headers()
-  headers:add("x-sonic-fast", "1")
-  handle:clearRouteCache()
+  if RATE_LIMITED then
+    -- What the rate-limit service charges (strings: Envoy's descriptor entries are text).
+    local groups = {}
+    for g, _ in pairs(who.groups) do groups[#groups + 1] = g end
+    table.sort(groups)
+    local batch = meta:get("sonic")["batch"]
+    meta:set("sonic", "rl_groups", #groups > 0 and table.concat(groups, " ") or "-")
+    meta:set("sonic", "rl_inferences", tostring(math.floor(tonumber(batch) or 0)))
+    meta:set("sonic", "rl_bytes", tostring(handle:body():length()))
+  end
 end

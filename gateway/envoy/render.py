@@ -133,6 +133,7 @@ def render_policy(static: StaticView) -> str:
         .replace("--@AUTH@", "true" if static.auth_enabled else "false")
         .replace("--@CONTROL_CLUSTER@", _lua_string(CONTROL_HTTP))
         .replace("--@MAX_TIMEOUT_MS@", str(int(static.default_timeout_s * 1000)))
+        .replace("--@RATE_LIMITED@", "true" if static.rate_limited else "false")
     )
 
 
@@ -167,7 +168,8 @@ def _jwt_filter(static: StaticView) -> Json:
             # Kept for the Python path when Envoy's checks pass but the policy sends it there;
             # removed by the policy filter before a fast-path request leaves for a facility.
             "forward": True,
-            "payload_in_metadata": "jwt_payload",
+            # Only the verified header (small): its presence tells the policy filter that Envoy
+            # verified the signature; the claims are the validator's business (its verdict).
             "header_in_metadata": "jwt_header",
             "clock_skew_seconds": int(rule.leeway_s),
             "jwt_cache_config": {"jwt_cache_size": 10000},
@@ -191,19 +193,53 @@ def _jwt_filter(static: StaticView) -> Json:
 
 
 def _field_extraction_filter() -> Json:
+    """The extraction, skipped for compressed messages (it cannot read them and would refuse the
+    call): those carry no model for the policy filter, so they take the Python path, which decodes."""
+    encoding = {
+        "name": "grpc-encoding",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": "grpc-encoding",
+        },
+    }
+    compressed = {
+        "and_matcher": {
+            "predicate": [
+                {"single_predicate": {"input": encoding, "value_match": {"safe_regex": {"regex": ".+"}}}},
+                {
+                    "not_matcher": {
+                        "single_predicate": {"input": encoding, "value_match": {"exact": "identity"}}
+                    }
+                },
+            ]
+        }
+    }
+    skip = {
+        "name": "skip",
+        "typed_config": {"@type": f"{T_EXT}.filters.common.matcher.action.v3.SkipFilter"},
+    }
     return {
         "name": "envoy.filters.http.grpc_field_extraction",
         "typed_config": {
-            "@type": f"{T_FILTERS}.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
-            "descriptor_set": {"inline_bytes": base64.b64encode(triton_descriptor_set()).decode()},
-            "extractions_by_method": {
-                f"{SERVICE}.ModelInfer": {
-                    "request_field_extractions": {
-                        "model_name": {},
-                        "model_version": {},
-                        "inputs.shape": {},
-                    }
-                }
+            "@type": f"{T_EXT}.common.matching.v3.ExtensionWithMatcher",
+            "matcher": {
+                "matcher_list": {"matchers": [{"predicate": compressed, "on_match": {"action": skip}}]}
+            },
+            "extension_config": {
+                "name": "envoy.filters.http.grpc_field_extraction",
+                "typed_config": {
+                    "@type": f"{T_FILTERS}.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
+                    "descriptor_set": {"inline_bytes": base64.b64encode(triton_descriptor_set()).decode()},
+                    "extractions_by_method": {
+                        f"{SERVICE}.ModelInfer": {
+                            "request_field_extractions": {
+                                "model_name": {},
+                                "model_version": {},
+                                "inputs.shape": {},
+                            }
+                        }
+                    },
+                },
             },
         },
     }
@@ -500,7 +536,6 @@ def _model_routes(static: StaticView, model: ModelView, grpc: bool) -> list[Json
     if grpc:
         # The caller's grpc-timeout is honoured up to the gateway's own ceiling.
         action["max_stream_duration"] = {"grpc_timeout_header_max": _duration(static.default_timeout_s)}
-    slow = SLOW_GRPC if grpc else SLOW_HTTP
     policy: Json = {"versions": list(model.versions)}
     if model.groups is not None:
         policy["groups"] = [encode_group(g) for g in model.groups]
@@ -510,14 +545,9 @@ def _model_routes(static: StaticView, model: ModelView, grpc: bool) -> list[Json
             "match": {**path, "headers": [header, fast]},
             "route": action,
             "request_headers_to_remove": ["x-sonic-model", "x-sonic-fast"],
-        },
-        {
-            # Where the policy filter reads the model's rules; a request it does not pass lands here.
-            "name": f"policy-{model.key}",
-            "match": {**path, "headers": [header]},
-            "route": {"cluster": slow, "timeout": "0s"},
+            # The model's rules, read by the policy filter before it lets a request stay here.
             "metadata": {"filter_metadata": {POLICY_FILTER: {"policy": policy}}},
-        },
+        }
     ]
 
 

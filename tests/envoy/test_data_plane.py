@@ -436,3 +436,21 @@ async def test_mutated_tokens_never_reach_a_backend(edge: Edge) -> None:
             served = False
         assert served == accepted, mutant
         assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + int(accepted), mutant
+
+
+async def test_compressed_grpc_requests_are_served_through_python(edge: Edge) -> None:
+    """Envoy cannot read a gzip-compressed message (field extraction would refuse the call): it takes
+    the Python path, which decodes it; the thin client's compression="auto" relies on this."""
+    gateway, _, issuer = edge
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    async with grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
+        result = await client.infer(
+            MODEL,
+            _grpc_inputs(_patches()),
+            headers={"authorization": f"Bearer {issuer.token()}"},
+            compression_algorithm="gzip",
+        )
+    out = result.as_numpy("OUTPUT0")
+    assert out is not None
+    np.testing.assert_array_equal(out.ravel(), _patches().reshape(3, -1).sum(axis=1))
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before  # not on the fast path
