@@ -29,6 +29,8 @@ from gateway.config import Settings, parse_address
 from gateway.core.dataplane import DataPlane
 from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
+from gateway.envoy.ads import AdsServer
+from gateway.envoy.ads import register as register_ads
 from gateway.envoy.controlplane import EnvoyDataPlane, _resolve, provider_name
 from gateway.envoy.internal_api import internal_router
 from gateway.envoy.ratelimit import RateLimitService
@@ -181,6 +183,7 @@ class Gateway:
         self.control_grpc_port = 0
         self.control_http_port = 0
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.ads = AdsServer()  # Envoy's routes, clusters and endpoints, over its one ADS stream
         self._overflow: EnvoyOverflowWatch | None = None
         self.usage_service = UsageService(
             self.recorder, observer, lambda: self.registry.snapshot, self._backend_at
@@ -249,6 +252,7 @@ class Gateway:
         self.grpc_server.add_generic_rpc_handlers((service.generic_handler(),))
         use_envoy = self.settings.envoy.enabled
         if use_envoy:
+            register_ads(self.grpc_server, self.ads)
             register_usage_service(self.grpc_server, self.usage_service)
             if self.dataplane.limiter is not None:
                 register_rate_limit_service(self.grpc_server, RateLimitService(self.dataplane.limiter))
@@ -290,6 +294,7 @@ class Gateway:
                 credentialed=self.credentials_backends,
                 issuers=trusted_issuers(self.settings.auth) if keys else [],
                 auth_enabled=self.settings.auth.enabled,
+                ads=self.ads,
             )
             await self.envoy.start()
             self.grpc_port, self.http_port = self.envoy.grpc_port, self.envoy.http_port

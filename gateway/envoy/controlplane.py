@@ -19,8 +19,8 @@ from pathlib import Path
 
 from gateway.config import IssuerSettings, LimitSettings, Settings, parse_address
 from gateway.core.periodic import Periodic
+from gateway.envoy.ads import AdsPublisher, AdsServer, PushStats
 from gateway.envoy.binary import envoy_binary
-from gateway.envoy.files import PushStats, XdsFiles
 from gateway.envoy.render import render_bootstrap
 from gateway.envoy.supervisor import EnvoyProcess
 from gateway.envoy.view import Addresses, DataPlaneView, Endpoint, IssuerRule, ModelView, StaticView
@@ -145,6 +145,7 @@ class EnvoyDataPlane:
         credentialed: Collection[str],
         issuers: list[IssuerSettings],
         auth_enabled: bool,
+        ads: AdsServer,
     ) -> None:
         self.settings = settings
         envoy = settings.envoy
@@ -160,7 +161,6 @@ class EnvoyDataPlane:
                 control_http=control_http,
             ),
             issuers=issuer_rules(issuers) if auth_enabled else (),
-            xds_dir=str(self.workdir / "xds"),
             auth_enabled=auth_enabled,
             default_timeout_s=settings.routing.default_timeout_s,
             # Envoy buffers a whole request (to read the model and check the body): up to the
@@ -176,7 +176,8 @@ class EnvoyDataPlane:
         self._pending = pending
         self._model_groups = model_groups
         self._credentialed = frozenset(credentialed)
-        self.files = XdsFiles(self.static)
+        self.ads = ads
+        self.publisher = AdsPublisher(self.static, ads)
         self.view = DataPlaneView()
         self.last_push = PushStats()
         self.pushes = 0
@@ -203,14 +204,13 @@ class EnvoyDataPlane:
         )
 
     def publish(self, view: DataPlaneView) -> PushStats:
-        stats = self.files.publish(view)
+        stats = self.publisher.publish(view)
         self.view = view
-        if stats.files_written:
+        if stats.resources_changed:
             self.pushes += 1
             self.last_push = stats
-            log.debug(
-                "envoy resources published: %d files, %d bytes", stats.files_written, stats.bytes_written
-            )
+            changed, size = stats.resources_changed, stats.bytes_changed
+            log.debug("envoy resources published: %d changed, %d bytes", changed, size)
         return stats
 
     async def _sync_once(self) -> None:
@@ -255,6 +255,7 @@ class EnvoyDataPlane:
             public_http=(self.static.addresses.public_http[0], self.http_port),
         )
         self.static = dataclasses.replace(self.static, addresses=addresses)
+        self.publisher.static = self.static
         bootstrap.write_text(json.dumps(render_bootstrap(self.static), indent=1), encoding="utf-8")
         self._sync.start()
         self._drop_watch.start()

@@ -1,9 +1,9 @@
 """Pure functions: a view of declared state -> Envoy resources (plain dicts, JSON-ready).
 
-Nothing here reads a clock, a file or the network; :mod:`gateway.envoy.files` publishes what these
-return. Listeners are static (they change only with issuers or addresses, i.e. with a restart);
-routes, clusters and endpoints are xDS resources read from watched files, so catalog writes, health,
-draining and load reach Envoy without a restart and without touching open connections.
+Nothing here reads a clock, a file or the network; :mod:`gateway.envoy.ads` serves what these return.
+Listeners are static (they change only with issuers or addresses, i.e. with a restart); routes,
+clusters and endpoints are xDS resources on the control plane's ADS stream, so catalog writes,
+health, draining and load reach Envoy without a restart and without touching open connections.
 """
 
 from __future__ import annotations
@@ -57,10 +57,6 @@ def http_cluster(model: ModelView) -> str:
     return f"http-{model.key}"
 
 
-def eds_path(static: StaticView, cluster: str) -> str:
-    return f"{static.xds_dir}/eds/{cluster}/eds.json"
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.3f}s"
 
@@ -69,11 +65,8 @@ def _socket(address: tuple[str, int]) -> Json:
     return {"socket_address": {"address": address[0], "port_value": address[1]}}
 
 
-def _path_source(path: str, directory: str) -> Json:
-    return {
-        "path_config_source": {"path": path, "watched_directory": {"path": directory}},
-        "resource_api_version": "V3",
-    }
+# Routes, clusters and endpoints come over the control plane's one ADS stream (gateway/envoy/ads.py).
+ADS_SOURCE: Json = {"ads": {}, "resource_api_version": "V3"}
 
 
 def _http2_options(window: int) -> Json:
@@ -343,7 +336,7 @@ def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: boo
         "codec_type": "AUTO",
         "rds": {
             "route_config_name": routes,
-            "config_source": _path_source(f"{static.xds_dir}/rds/{routes}.json", f"{static.xds_dir}/rds"),
+            "config_source": ADS_SOURCE,
         },
         "http_filters": filters,
         "http2_protocol_options": _http2_options(WINDOW_BYTES),
@@ -394,7 +387,13 @@ def render_bootstrap(static: StaticView) -> Json:
             ],
         },
         "dynamic_resources": {
-            "cds_config": _path_source(f"{static.xds_dir}/cds/cds.json", f"{static.xds_dir}/cds")
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": CONTROL_GRPC}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": ADS_SOURCE,
         },
         "overload_manager": {
             "resource_monitors": [
@@ -419,9 +418,7 @@ def _model_cluster(static: StaticView, name: str, http2: bool) -> Json:
     return {
         "name": name,
         "type": "EDS",
-        "eds_cluster_config": {
-            "eds_config": _path_source(eds_path(static, name), f"{static.xds_dir}/eds/{name}")
-        },
+        "eds_cluster_config": {"eds_config": ADS_SOURCE},
         "connect_timeout": "2s",
         "per_connection_buffer_limit_bytes": static.max_request_bytes,
         "typed_extension_protocol_options": _protocol_options(http2, WINDOW_BYTES),

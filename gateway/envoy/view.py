@@ -75,7 +75,6 @@ class StaticView:
 
     addresses: Addresses
     issuers: tuple[IssuerRule, ...]
-    xds_dir: str
     auth_enabled: bool = True
     # Rate limits configured: Envoy asks the control plane's rate-limit service (which charges the
     # shared, Redis-global buckets) before a fast-path request leaves.

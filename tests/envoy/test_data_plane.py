@@ -296,10 +296,17 @@ async def test_health_and_consistency_changes_reach_envoy(edge: Edge) -> None:
         lambda: gateway.envoy is not None and {e.facility for e in _view(gateway).grpc} == {"hpc"},
         what="the consistency verdict to reach the rendered view",
     )
-    eds = Path(gateway.envoy.static.xds_dir, "eds", grpc_cluster(_view(gateway)), "eds.json")
-    await eventually(
-        lambda: lab.grpc_address.split(":")[1] not in eds.read_text(), what="the EDS file to change"
-    )
+    cluster = grpc_cluster(_view(gateway))
+    admin = gateway.envoy.process.admin_url
+
+    async def envoy_hosts() -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"{admin}/clusters", timeout=5)).text
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while f"{cluster}::{lab.grpc_address}::" in await envoy_hosts():  # the push reaches Envoy
+        assert asyncio.get_running_loop().time() < deadline, "Envoy kept the excluded backend"
+        await asyncio.sleep(0.05)
     # Envoy applied it: every request now lands on hpc.
     for _ in range(4):
         await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})
@@ -454,3 +461,34 @@ async def test_compressed_grpc_requests_are_served_through_python(edge: Edge) ->
     assert out is not None
     np.testing.assert_array_equal(out.ravel(), _patches().reshape(3, -1).sum(axis=1))
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before  # not on the fast path
+
+
+async def test_a_catalog_of_hundreds_of_models_reaches_envoy_and_the_real_one_still_serves(
+    edge: Edge,
+) -> None:
+    """One ADS stream carries every model's clusters: file watches (one inotify instance per
+    cluster, 128 per user) took Envoy down at about sixty models."""
+    from gateway.routing.backend import Backend
+
+    gateway, _, issuer = edge
+    fake = Backend("far/192.0.2.7:8001", "far", "192.0.2.7:8001", "192.0.2.7:8000")  # TEST-NET: never used
+    static = list(gateway.registry.snapshot.backends.values())
+    gateway.registry.set_backends([*static, fake])
+    models = {f"model_{i:03d}": frozenset({"1"}) for i in range(150)}
+    gateway.registry.update_health(fake.id, True, models)
+    assert gateway.envoy is not None
+    await eventually(lambda: gateway.envoy is not None and len(gateway.envoy.view.models) > 150, what="push")
+    admin = gateway.envoy.process.admin_url
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{admin}/clusters", timeout=5)).text
+        names = {line.split("::", 1)[0] for line in text.splitlines() if line.startswith(("grpc-", "http-"))}
+        if len(names) >= 300:  # 150 fake models x (gRPC + HTTP), plus the real ones
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"Envoy has {len(names)} model clusters"
+        await asyncio.sleep(0.1)
+    assert gateway.envoy.process.restarts == 0  # it never died on the way
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1

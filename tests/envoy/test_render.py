@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.envoy.ads import AdsPublisher, AdsServer
 from gateway.envoy.binary import envoy_binary
 from gateway.envoy.controlplane import build_view, issuer_rules
-from gateway.envoy.files import XdsFiles
 from gateway.envoy.render import (
     SLOW_GRPC,
     encode_group,
@@ -44,7 +44,6 @@ def _static(tmp: Path) -> StaticView:
             ("0.0.0.0", 8001), ("0.0.0.0", 8000), ("127.0.0.1", 0), ("127.0.0.1", 9), ("127.0.0.1", 10)
         ),
         issuers=issuer_rules([issuer.settings()]),
-        xds_dir=str(tmp / "xds"),
     )
 
 
@@ -137,17 +136,15 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
     assert "rate_limits" not in routes[0]["route"]
 
 
-def test_equal_views_write_nothing_twice(tmp_path: Path) -> None:
+def test_equal_views_push_nothing_twice(tmp_path: Path) -> None:
     static = _static(tmp_path)
-    files = XdsFiles(static)
+    publisher = AdsPublisher(static, AdsServer())
     view = build_view(_registry().snapshot, pending=lambda b: {}, model_groups=lambda m: None)
-    first = files.publish(view)
-    assert first.files_written == 2 + 4 + 1  # routes (2), EDS (cnn and tiny, gRPC and HTTP), CDS
-    assert files.publish(view).files_written == 0
+    first = publisher.publish(view)  # every resource parses as Envoy's own message (ParseDict)
+    assert first.resources_changed == 4 + 4 + 2  # clusters, endpoints (cnn, tiny: gRPC, HTTP), routes
+    assert publisher.publish(view).resources_changed == 0
     queued = build_view(_registry().snapshot, pending=lambda b: {"cnn": 1}, model_groups=lambda m: None)
-    assert files.publish(queued).files_written == 2  # only cnn's two EDS files
-    cds = json.loads((tmp_path / "xds" / "cds" / "cds.json").read_text())
-    assert {r["name"] for r in cds["resources"]} == {c["name"] for c in render_clusters(static, view)}
+    assert publisher.publish(queued).resources_changed == 2  # only cnn's two endpoint sets
 
 
 def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
@@ -156,7 +153,7 @@ def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     except Exception as exc:
         pytest.skip(str(exc))
     static = dataclasses.replace(_static(tmp_path), rate_limited=True)  # every filter we render
-    XdsFiles(static).publish(
+    AdsPublisher(static, AdsServer()).publish(
         build_view(_registry().snapshot, pending=lambda b: {}, model_groups=lambda m: None)
     )
     bootstrap = tmp_path / "bootstrap.json"
