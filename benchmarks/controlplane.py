@@ -4,7 +4,7 @@ The catalog is simulated: F fake backends (TEST-NET addresses nothing listens on
 connects to them because no request is routed there) each serve M - 1 fake models, and one real
 Triton serves ``identity_fp32``. The gateway's control-plane code does the rest, unchanged:
 :func:`gateway.envoy.controlplane.build_view` turns the registry snapshot into a view,
-:class:`gateway.envoy.files.XdsFiles` publishes it as watched xDS files, and Envoy is started with
+:class:`gateway.envoy.ads.AdsServer` serves it over Envoy's ADS stream, and Envoy is started with
 :func:`gateway.envoy.render.render_bootstrap` and :class:`gateway.envoy.supervisor.EnvoyProcess`'s
 command line. What is measured per catalog size:
 
@@ -12,13 +12,14 @@ command line. What is measured per catalog size:
   show it applied (one endpoint's weight; a new model with its clusters and routes; a facility drained
   from every model);
 - Envoy's memory (RSS from /proc, and tcmalloc's allocated bytes from admin ``/memory``) and the
-  push size (``PushStats.bytes_written``, all files of a full publish);
+  push size (``PushStats.bytes_changed``, every resource of a full publish);
 - the data path's CPU per request at batch 1 through the real model, whose routes are the LAST in
   Envoy's route table (fake names sort before it): the worst place for a linear route match.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,7 +28,6 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,10 @@ from benchmarks.common import IDENTITY, Arm, interleaved, wait_servable
 from benchmarks.load import LoadPool, LoadSpec
 from benchmarks.procs import Processes, admin_get, admin_stats, free_port, log, rss_bytes, wait_envoy_ready
 from benchmarks.report import goal, plot
+from gateway.envoy.ads import AdsPublisher, AdsServer, PushStats
+from gateway.envoy.ads import register as register_ads
 from gateway.envoy.binary import envoy_binary
 from gateway.envoy.controlplane import build_view
-from gateway.envoy.files import PushStats, XdsFiles
 from gateway.envoy.render import grpc_cluster, http_cluster, render_bootstrap
 from gateway.envoy.supervisor import EnvoyProcess
 from gateway.envoy.view import Addresses, DataPlaneView, ModelView, StaticView
@@ -115,26 +116,73 @@ def model_view(view: DataPlaneView, name: str) -> ModelView:
 # -- the access-log stream's receiver (what the control plane would be) ---------------------------
 
 
+class ControlPlaneStub:
+    """What an Envoy talks to on its control port, as the gateway's would be: the ADS server with
+    that catalog's resources (the gateway's own code) and an access-log sink that drops entries.
+
+    gRPC asyncio servers on a loop in a background thread; one server per Envoy (sizes run side by
+    side, each with its own catalog)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="control-plane", daemon=True)
+        self._thread.start()
+        self._servers: list[Any] = []
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def serve(self) -> tuple[int, AdsServer]:
+        import grpc
+        from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+        class Sink(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+            async def StreamAccessLogs(self, request_iterator: Any, context: Any) -> Any:
+                async for _ in request_iterator:
+                    pass
+                return als_pb2.StreamAccessLogsResponse()
+
+        async def start() -> tuple[int, AdsServer]:
+            server = grpc.aio.server()
+            ads = AdsServer()
+            register_ads(server, ads)
+            als_pb2_grpc.add_AccessLogServiceServicer_to_server(Sink(), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            self._servers.append(server)
+            return port, ads
+
+        result: tuple[int, AdsServer] = self._run(start())
+        return result
+
+    def publish(self, publisher: AdsPublisher, view: DataPlaneView) -> PushStats:
+        """Publish on the servers' loop (the streams' wake-ups live there)."""
+
+        async def go() -> PushStats:
+            return publisher.publish(view)
+
+        stats: PushStats = self._run(go())
+        return stats
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for server in self._servers:
+                await server.stop(1)
+
+        self._run(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
 @contextlib.contextmanager
-def access_log_sink() -> Iterator[int]:
-    """A gRPC AccessLogService on loopback that reads and drops entries; yields its port."""
-    import grpc
-    from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
-
-    class Sink(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-        def StreamAccessLogs(self, request_iterator: Iterator[Any], context: Any) -> Any:
-            for _ in request_iterator:
-                pass
-            return als_pb2.StreamAccessLogsResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(Sink(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+def control_plane() -> Iterator[ControlPlaneStub]:
+    stub = ControlPlaneStub()
     try:
-        yield port
+        yield stub
     finally:
-        server.stop(1)
+        stub.close()
 
 
 # -- one Envoy per catalog size --------------------------------------------------------------------
@@ -149,7 +197,8 @@ class SizedEnvoy:
     facilities: int
     models: int
     catalog: Catalog
-    files: XdsFiles
+    plane: ControlPlaneStub
+    publisher: AdsPublisher
     static: StaticView
     proc: subprocess.Popen[bytes]
     admin: str
@@ -214,7 +263,7 @@ def _envoy_failure(log_path: Path) -> str:
 
 
 def start_sized(
-    procs: Processes, workdir: Path, facilities: int, models: int, real: Backend, als_port: int
+    procs: Processes, workdir: Path, facilities: int, models: int, real: Backend, plane: ControlPlaneStub
 ) -> SizedEnvoy:
     """Publish the catalog, start an Envoy on it, wait until every cluster is loaded.
 
@@ -226,23 +275,23 @@ def start_sized(
     root = workdir / f"cp-{label}"
     root.mkdir(parents=True, exist_ok=True)
     grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+    control_port, ads = plane.serve()
     static = StaticView(
         addresses=Addresses(
             public_grpc=("127.0.0.1", grpc_port),
             public_http=("127.0.0.1", http_port),
             admin=("127.0.0.1", admin_port),
-            control_grpc=("127.0.0.1", als_port),  # the access-log stream goes to the sink
+            control_grpc=("127.0.0.1", control_port),  # ADS, and the access-log stream to the sink
             control_http=("127.0.0.1", free_port()),  # nothing needs it with auth off
         ),
         issuers=(),
-        xds_dir=str(root / "xds"),
         auth_enabled=False,
     )
-    files = XdsFiles(static)
+    publisher = AdsPublisher(static, ads)
     t0 = time.perf_counter()
     view = catalog.view()
     build_s = time.perf_counter() - t0
-    push = files.publish(view)
+    push = plane.publish(publisher, view)
     publish_s = time.perf_counter() - t0 - build_s
     clusters = sum(1 for m in view.models for eps in (m.grpc, m.http) if eps)
     endpoints = sum(len(m.grpc) + len(m.http) for m in view.models)
@@ -252,8 +301,8 @@ def start_sized(
         "models": models,
         "clusters": clusters,
         "endpoints": endpoints,
-        "full_push_bytes": push.bytes_written,
-        "full_push_files": push.files_written,
+        "full_push_bytes": push.bytes_changed,
+        "full_push_resources": push.resources_changed,
         "full_build_s": build_s,
         "full_publish_s": publish_s,
     }
@@ -264,7 +313,7 @@ def start_sized(
     proc = procs.popen(command, f"envoy-{label}")
     admin = f"127.0.0.1:{admin_port}"
     envoy = SizedEnvoy(
-        facilities, models, catalog, files, static, proc, admin, grpc_port, endpoints, view, row
+        facilities, models, catalog, plane, publisher, static, proc, admin, grpc_port, endpoints, view, row
     )
     real_cluster = grpc_cluster(model_view(view, REAL_MODEL))
 
@@ -293,7 +342,7 @@ def start_sized(
     row.update(_memory(envoy))
     log(
         f"controlplane {label}: {clusters} clusters, {endpoints} endpoints, push "
-        f"{push.bytes_written / 1e6:.2f} MB in {push.files_written} files, Envoy ready+loaded in "
+        f"{push.bytes_changed / 1e6:.2f} MB in {push.resources_changed} resources, Envoy ready+loaded in "
         f"{row['startup_s']:.1f} s, RSS {row['rss_mb']:.0f} MB"
     )
     return envoy
@@ -304,7 +353,7 @@ def _push(envoy: SizedEnvoy, change: Callable[[Catalog], None]) -> tuple[float, 
     change(envoy.catalog)
     t0 = time.perf_counter()
     view = envoy.catalog.view()
-    stats = envoy.files.publish(view)
+    stats = envoy.plane.publish(envoy.publisher, view)
     envoy.view = view
     return t0, stats, view
 
@@ -319,7 +368,7 @@ def measure_changes(envoy: SizedEnvoy, timeout_s: float) -> None:
     cluster = grpc_cluster(first)
     target = fake_backend(0)
 
-    # 1. One backend's capacity (its endpoint weight in every model's cluster): EDS files only.
+    # 1. One backend's capacity (its endpoint weight in every model's cluster): its endpoint sets only.
     before = _stats(admin, rf"^cluster\.{cluster}\.update_success$").get(
         f"cluster.{cluster}.update_success", 0
     )
@@ -332,8 +381,8 @@ def measure_changes(envoy: SizedEnvoy, timeout_s: float) -> None:
     _wait("capacity change", weight_seen, timeout_s)
     row.update(
         weight_reach_s=time.perf_counter() - t0,
-        weight_push_bytes=stats.bytes_written,
-        weight_files=stats.files_written,
+        weight_push_bytes=stats.bytes_changed,
+        weight_resources=stats.resources_changed,
     )
 
     # 2. A new model served by every facility: a cluster per protocol (CDS), endpoints (EDS), routes (RDS).
@@ -355,11 +404,11 @@ def measure_changes(envoy: SizedEnvoy, timeout_s: float) -> None:
     _wait("new model", model_seen, timeout_s)
     row.update(
         model_reach_s=time.perf_counter() - t0,
-        model_push_bytes=stats.bytes_written,
-        model_files=stats.files_written,
+        model_push_bytes=stats.bytes_changed,
+        model_resources=stats.resources_changed,
     )
 
-    # 3. A facility drained: its endpoint leaves every model's clusters (2 x models EDS files).
+    # 3. A facility drained: its endpoint leaves every model's clusters (2 x models endpoint sets).
     t0, stats, view = _push(envoy, lambda c: c.drained.add(target.id))
     fake_clusters = {
         f"cluster.{name}.membership_total"
@@ -375,8 +424,8 @@ def measure_changes(envoy: SizedEnvoy, timeout_s: float) -> None:
     _wait("facility drained", drained_seen, timeout_s, 0.05)
     row.update(
         drain_reach_s=time.perf_counter() - t0,
-        drain_push_bytes=stats.bytes_written,
-        drain_files=stats.files_written,
+        drain_push_bytes=stats.bytes_changed,
+        drain_resources=stats.resources_changed,
     )
     row.update({f"after_{k}": v for k, v in _memory(envoy).items() if k == "rss_mb"})
     log(
@@ -416,10 +465,10 @@ def run(
     key = "identity_fp32/b1/c4"
     cfg: dict[str, Any] = {**IDENTITY, "batch": 1, "concurrency": 4, "duration_s": duration, "key": key}
     base = LoadSpec(url="", model="", batch=1)
-    with access_log_sink() as als_port:
+    with control_plane() as plane:
         # The 1x1 Envoy (the real model alone) stays up: each larger size's data path is measured in
         # the same rounds as it, so the ratio is free of the machine's drift between sizes.
-        ref = start_sized(procs, workdir, 1, 1, real, als_port)
+        ref = start_sized(procs, workdir, 1, 1, real, plane)
         if ref.error:
             raise RuntimeError(f"Envoy does not even run the 1x1 catalog: {ref.error}")
         ref_arm = Arm("envoy 1x1", f"127.0.0.1:{ref.grpc_port}", (), ref.pid)
@@ -429,7 +478,7 @@ def run(
         ref_cpu: list[float] = []
         rows = [ref.row]
         for f, m in sizes[1:]:
-            envoy = start_sized(procs, workdir, f, m, real, als_port)
+            envoy = start_sized(procs, workdir, f, m, real, plane)
             rows.append(envoy.row)
             if envoy.error:
                 continue
@@ -532,8 +581,8 @@ NOTES = [
     "FxM: F facilities (one fake backend each, TEST-NET addresses that nothing listens on and Envoy "
     "never connects to) each serving M - 1 fake models, plus one real Triton serving identity_fp32. "
     "1x1 is the real model alone: the data path's reference, kept running while each larger size runs.",
-    "The gateway's own control-plane code builds and publishes every view (build_view -> XdsFiles "
-    "-> watched files); Envoy runs with render_bootstrap's config and EnvoyProcess's command line, "
+    "The gateway's own control-plane code builds and publishes every view (build_view -> AdsPublisher "
+    "-> its ADS stream); Envoy runs with render_bootstrap's config and EnvoyProcess's command line, "
     "2 worker threads, auth off (token checks do not depend on the catalog), the access-log "
     "stream going to a sink that drops it. One size's Envoy at a time (plus the 1x1 reference).",
     "Reach = from the start of build_view until Envoy's admin stats show the change applied "
@@ -541,7 +590,8 @@ NOTES = [
     "route table's update_success for a new model; every model cluster's membership for a "
     "drained facility). The gateway's sync loop adds up to envoy.sync_interval_s (0.25 s) before "
     "build_view starts.",
-    "Push = bytes the publish wrote (files Envoy re-reads); a full push writes every file.",
+    "Push = serialized bytes of the resources that changed (what the ADS stream carries); a full "
+    "push carries every resource.",
     "Memory: RSS from /proc after the initial load, tcmalloc 'allocated' from admin /memory. "
     "Growth exponent: log(y2/y1)/log(x2/x1) in endpoints between the two largest sizes.",
     "Data path: batch 1, 4 clients, identity_fp32 through the size's Envoy and the 1x1 Envoy, with "

@@ -38,7 +38,6 @@ def gateway_filter(name: str) -> dict[str, Any]:
     static = StaticView(
         addresses=Addresses(port, port, port, port, port),
         issuers=(),
-        xds_dir="/nonexistent",
         auth_enabled=False,
     )
     (listener,) = [
@@ -72,7 +71,7 @@ COLUMNS = [
 def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, Any]:
     from benchmarks import controlplane as cp
 
-    with Processes(workdir) as procs, LoadPool(4) as pool, cp.access_log_sink() as als_port:
+    with Processes(workdir) as procs, LoadPool(4) as pool, cp.control_plane() as plane:
         log(
             "starting Triton (identity_fp32), plain Envoy, Envoy + extraction, the gateway's Envoy, "
             "the gateway"
@@ -92,7 +91,7 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
             grpc_address=triton.grpc_address,
             http_address=f"127.0.0.1:{triton.ports.http}",
         )
-        gw_envoy = cp.start_sized(procs, workdir, 1, 1, real, als_port)
+        gw_envoy = cp.start_sized(procs, workdir, 1, 1, real, plane)
         if gw_envoy.error:
             raise RuntimeError(f"the gateway's Envoy config did not load: {gw_envoy.error}")
         gw = procs.gateway([triton], auth=True)
@@ -167,7 +166,8 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
         "notes": [
             "Each arm adds pieces to the one above it; 'step' is its CPU per request minus the previous "
             "arm's. envoy + grpc_field_extraction uses the filter exactly as gateway/envoy/render.py "
-            "renders it. gateway's Envoy, auth off = render_bootstrap + XdsFiles for the real model alone "
+            "renders it. gateway's Envoy, auth off = render_bootstrap + the ADS server for the real model "
+            "alone "
             "(field extraction, Lua policy filter, per-model routes, gRPC access log to a sink that drops "
             "it), no Python process. The last arm is `sonic-gateway serve` with auth on: it adds "
             "jwt_authn, the Lua verdict table and Python (usage records from the access-log stream, "

@@ -85,7 +85,8 @@ def test_bad_input_is_refused() -> None:
 
 def test_extra_filters_go_before_the_router() -> None:
     extraction = gateway_filter(EXTRACTION)
-    assert "extractions_by_method" in extraction["typed_config"]
+    # The gateway's filter, as rendered: the extraction wrapped to skip compressed messages.
+    assert "extractions_by_method" in extraction["typed_config"]["extension_config"]["typed_config"]
     boot = render_bootstrap(
         [EnvoyFrontend("x", 9100, "grpc", ("127.0.0.1:9001",), filters=(extraction,))], admin_port=1
     )
