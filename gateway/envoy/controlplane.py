@@ -190,6 +190,8 @@ class EnvoyDataPlane:
             drain_time_s=settings.shutdown_grace_s,
         )
         self._sync = Periodic(self._sync_once, envoy.sync_interval_s, "envoy-sync")
+        self._last_snapshot: Snapshot | None = None
+        self._last_rest: tuple[object, ...] = ()
         self._dropped = 0
         self._drop_watch = Periodic(self._check_dropped_usage, 5.0, "envoy-usage-drops")
         self.grpc_port = 0
@@ -213,9 +215,20 @@ class EnvoyDataPlane:
             log.debug("envoy resources published: %d changed, %d bytes", changed, size)
         return stats
 
+    def _inputs(self) -> tuple[Snapshot, tuple[object, ...]]:
+        """What a view is built from, cheaply: the same inputs build an equal view, so none is built."""
+        snapshot = self._snapshot()  # immutable, replaced on every change: compared by identity
+        pending = tuple((b, tuple(sorted(self._pending(b).items()))) for b in sorted(snapshot.backends))
+        groups = tuple((m, self._model_groups(m)) for m in sorted(snapshot.serving))
+        return snapshot, (pending, groups)
+
     async def _sync_once(self) -> None:
         try:
+            snapshot, rest = self._inputs()
+            if snapshot is self._last_snapshot and rest == self._last_rest:
+                return  # a large catalog's view costs real CPU: build it only when something changed
             view = self.current_view()
+            self._last_snapshot, self._last_rest = snapshot, rest
             if view != self.view:
                 self.publish(view)
         except Exception:

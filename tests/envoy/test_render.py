@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,41 @@ def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert ModelView("x", (), (), None, ()).key == ModelView("x", (), (), ("g",), ("1",)).key  # name-only id
+
+
+async def test_the_sync_loop_builds_a_view_only_when_its_inputs_changed(tmp_path: Path) -> None:
+    from gateway.config import load_settings
+    from gateway.envoy.controlplane import EnvoyDataPlane
+
+    registry = _registry()
+    queues: dict[str, dict[str, int]] = {}
+    plane = EnvoyDataPlane(
+        load_settings(None, envoy={"work_dir": str(tmp_path)}),
+        control_grpc=("127.0.0.1", 1),
+        control_http=("127.0.0.1", 2),
+        snapshot=lambda: registry.snapshot,
+        pending=lambda backend: queues.get(backend, {}),
+        model_groups=lambda model: None,
+        credentialed=(),
+        issuers=[],
+        auth_enabled=False,
+        ads=AdsServer(),
+    )
+    built = 0
+    real_view = plane.current_view
+
+    def counting_view() -> Any:
+        nonlocal built
+        built += 1
+        return real_view()
+
+    plane.current_view = counting_view  # type: ignore[method-assign]
+    await plane._sync_once()
+    await plane._sync_once()  # nothing changed: no build (a 50x200 view costs ~0.2 s)
+    assert built == 1
+    queues["lab/10.0.0.1:8001"] = {"cnn": 2}
+    await plane._sync_once()
+    registry.mark_unreachable("hpc/10.0.0.2:8001", "refused")
+    await plane._sync_once()
+    assert built == 3
+    assert [e.facility for e in plane.view.models[0].grpc] == ["lab"]
