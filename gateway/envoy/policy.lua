@@ -5,8 +5,8 @@
 -- gateway's own validator accepted for inference (every profile rule; verdicts cached per token),
 -- a model the token may use, nothing in the request Envoy cannot check cheaply. Anything else goes
 -- to the Python frontend, which gives the authoritative answer (401/403/404 with a useful message).
--- Headers starting with x-sonic- are the gateway's own: whatever a client sent under that prefix is
--- removed first, so a client can never mark its own request as checked.
+-- x-sonic-model and x-sonic-fast are the gateway's own marks (the only headers its routes match on):
+-- whatever a client sent under those names is removed first, so it can never mark its own request.
 
 local AUTH = --@AUTH@
 local CONTROL_CLUSTER = --@CONTROL_CLUSTER@
