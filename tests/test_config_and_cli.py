@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from gateway.config import (
     load_settings,
 )
 from tests.support.net import free_port
-from tests.support.processes import descendants
+from tests.support.processes import assert_all_gone, descendants
 
 
 def test_yaml_then_environment_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,10 +149,7 @@ def test_triton_command_serves_and_stops_on_sigterm_leaving_nothing(tmp_path: Pa
         assert children, "tritonserver should run as a child of the command"
         proc.send_signal(signal.SIGTERM)
         assert _wait_for_exit(proc, 30) == 0
-        time.sleep(0.5)
-        for child in children:
-            with pytest.raises(ProcessLookupError):
-                os.kill(child, 0)
+        assert_all_gone(children)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 
 from gateway.triton.launcher import TritonServer
 from tests.support.net import free_port
-from tests.support.processes import descendants
+from tests.support.processes import assert_all_gone, descendants
 
 pytestmark = pytest.mark.triton
 
@@ -113,10 +113,7 @@ def test_serve_runs_envoy_drains_in_flight_work_and_leaves_nothing(
         text = log.read_text()
         assert "draining" in text
         assert "drained and stopped" in text
-        time.sleep(0.5)
-        for child in children:
-            with pytest.raises(ProcessLookupError):
-                os.kill(child, 0)
+        assert_all_gone(children)
     finally:
         if proc.poll() is None:
             proc.kill()
