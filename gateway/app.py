@@ -31,7 +31,7 @@ from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
 from gateway.envoy.ads import AdsServer
 from gateway.envoy.ads import register as register_ads
-from gateway.envoy.controlplane import EnvoyDataPlane, _resolve, provider_name
+from gateway.envoy.controlplane import EnvoyDataPlane, provider_name, resolve_host
 from gateway.envoy.internal_api import internal_router
 from gateway.envoy.ratelimit import RateLimitService
 from gateway.envoy.ratelimit import register as register_rate_limit_service
@@ -199,7 +199,7 @@ class Gateway:
                 for address in (backend.grpc_address, backend.http_address):
                     if address:
                         name, number = parse_address(address)
-                        table[(_resolve(name) or name, number)] = backend
+                        table[(resolve_host(name) or name, number)] = backend
             self._addresses = (snapshot, table)
         return self._addresses[1].get((host, port))
 

@@ -64,7 +64,7 @@ def limits_configured(limits: LimitSettings) -> bool:
     return any(r.inferences_per_s is not None or r.bytes_per_s is not None for r in rates)
 
 
-def _resolve(host: str) -> str | None:
+def resolve_host(host: str) -> str | None:
     """An IP literal for an endpoint (EDS takes no names); None when it cannot be resolved."""
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
@@ -96,7 +96,7 @@ def build_view(
     pending: Pending,
     model_groups: ModelGroups,
     credentialed: Collection[str] = (),
-    resolve: Callable[[str], str | None] = _resolve,
+    resolve: Callable[[str], str | None] = resolve_host,
 ) -> DataPlaneView:
     """The data plane for ``snapshot``: one entry per model some healthy, consistent backend serves.
 
