@@ -25,6 +25,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401 - @type in routes
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401 - @type in clusters
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401 - @type in route matchers
 from google.protobuf import any_pb2, json_format
 
 from gateway.envoy.render import (

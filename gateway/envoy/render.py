@@ -548,9 +548,42 @@ def _model_routes(static: StaticView, model: ModelView, grpc: bool) -> list[Json
     ]
 
 
+T_ROUTE = "type.googleapis.com/envoy.config.route.v3.Route"
+T_ROUTE_LIST = "type.googleapis.com/envoy.config.route.v3.RouteList"
+
+
+def _virtual_host(fast: list[Json], model_names: list[str], other: list[Json]) -> Json:
+    """Fast routes found by the model mark in one map lookup (not a scan of every model's route, which
+    grew with the catalog), then the few others in order."""
+    host: Json = {"name": "gateway", "domains": ["*"]}
+    if not fast:
+        host["routes"] = other
+        return host
+    host["matcher"] = {
+        "matcher_tree": {
+            "input": {
+                "name": "x-sonic-model",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                    "header_name": "x-sonic-model",
+                },
+            },
+            "exact_match_map": {
+                "map": {
+                    name: {"action": {"name": route["name"], "typed_config": {"@type": T_ROUTE, **route}}}
+                    for name, route in zip(model_names, fast, strict=True)
+                }
+            },
+        },
+        "on_no_match": {
+            "action": {"name": "others", "typed_config": {"@type": T_ROUTE_LIST, "routes": other}}
+        },
+    }
+    return host
+
+
 def render_routes(static: StaticView, view: DataPlaneView) -> dict[str, Json]:
-    grpc_routes: list[Json] = []
-    http_routes: list[Json] = [
+    http_other: list[Json] = [
         # Loopback plumbing is never reachable from outside.
         {
             "match": {"prefix": "/internal/"},
@@ -563,18 +596,27 @@ def render_routes(static: StaticView, view: DataPlaneView) -> dict[str, Json]:
                 "body": {"inline_string": '{"error": "metrics are served on the metrics port, not here"}'},
             },
         },
+        {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_HTTP, "timeout": "0s"}},
     ]
-    for model in view.models:
-        grpc_routes += _model_routes(static, model, grpc=True)
-        http_routes += _model_routes(static, model, grpc=False)
-    grpc_routes.append(
+    grpc_other: list[Json] = [
         {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_GRPC, "timeout": "0s"}}
-    )
-    http_routes.append(
-        {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_HTTP, "timeout": "0s"}}
-    )
+    ]
+    grpc_fast: list[Json] = []
+    http_fast: list[Json] = []
+    grpc_names: list[str] = []
+    http_names: list[str] = []
+    for model in view.models:
+        for route in _model_routes(static, model, grpc=True):
+            grpc_fast.append(route)
+            grpc_names.append(model.name)
+        for route in _model_routes(static, model, grpc=False):
+            http_fast.append(route)
+            http_names.append(model.name)
 
-    def config(name: str, routes: list[Json]) -> Json:
-        return {"name": name, "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}]}
+    def config(name: str, host: Json) -> Json:
+        return {"name": name, "virtual_hosts": [host]}
 
-    return {ROUTES_GRPC: config(ROUTES_GRPC, grpc_routes), ROUTES_HTTP: config(ROUTES_HTTP, http_routes)}
+    return {
+        ROUTES_GRPC: config(ROUTES_GRPC, _virtual_host(grpc_fast, grpc_names, grpc_other)),
+        ROUTES_HTTP: config(ROUTES_HTTP, _virtual_host(http_fast, http_names, http_other)),
+    }

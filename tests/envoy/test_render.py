@@ -109,8 +109,13 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
         ("10.0.0.1", 200),
         ("10.0.0.2", 100),
     ]
-    routes = render_routes(static, view)["sonic_grpc"]["virtual_hosts"][0]["routes"]
-    fast = routes[0]
+    host = render_routes(static, view)["sonic_grpc"]["virtual_hosts"][0]
+    # The model mark finds its fast route in one map lookup, whatever the catalog's size.
+    tree = host["matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == "x-sonic-model"
+    by_model = {m: e["action"]["typed_config"] for m, e in tree["exact_match_map"]["map"].items()}
+    assert sorted(by_model) == ["cnn", "tiny"]
+    fast = by_model["cnn"]
     assert fast["route"]["cluster"] == grpc_cluster(cnn)
     assert {h["name"] for h in fast["match"]["headers"]} == {"x-sonic-model", "x-sonic-fast"}
     retry = fast["route"]["retry_policy"]
@@ -119,22 +124,21 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
     outlier = clusters[grpc_cluster(cnn)]["outlier_detection"]
     assert outlier["enforcing_consecutive_5xx"] == 0  # an INTERNAL answer means the backend is up
     assert outlier["enforcing_consecutive_gateway_failure"] == 100
-    assert len(routes) == 2 + 1  # one fast route per model (cnn, tiny), then the slow path
     assert fast["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == {
         "versions": ["2"],
         "groups": [encode_group("/a b")],
     }
-    assert routes[-1] == {
-        "name": "slow",
-        "match": {"prefix": "/"},
-        "route": {"cluster": SLOW_GRPC, "timeout": "0s"},
-    }
+    # Everything else: the Python path.
+    assert host["matcher"]["on_no_match"]["action"]["typed_config"]["routes"] == [
+        {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_GRPC, "timeout": "0s"}}
+    ]
     # Rate limits configured: the fast routes ask the rate-limit service with the caller's entries.
     limited = render_routes(dataclasses.replace(static, rate_limited=True), view)
-    fast = limited["sonic_grpc"]["virtual_hosts"][0]["routes"][0]
-    entries = [a["metadata"]["descriptor_key"] for a in fast["route"]["rate_limits"][0]["actions"]]
+    tree = limited["sonic_grpc"]["virtual_hosts"][0]["matcher"]["matcher_tree"]
+    limited_fast = tree["exact_match_map"]["map"]["cnn"]["action"]["typed_config"]
+    entries = [a["metadata"]["descriptor_key"] for a in limited_fast["route"]["rate_limits"][0]["actions"]]
     assert entries == ["subject", "issuer", "rl_groups", "rl_inferences", "rl_bytes"]
-    assert "rate_limits" not in routes[0]["route"]
+    assert "rate_limits" not in fast["route"]
 
 
 def test_equal_views_push_nothing_twice(tmp_path: Path) -> None:
