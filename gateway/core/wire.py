@@ -180,6 +180,24 @@ def _tensor(buf: memoryview, start: int, end: int, kind: str) -> int:
     return max(first_dim, 0)
 
 
+def _named(
+    header: InferRequestHeader | StreamResponseHeader, number: int, buf: memoryview, a: int, b: int
+) -> bool:
+    """Fields 1-3, the same in ModelInferRequest and ModelInferResponse: model_name, model_version, id.
+
+    Stores the one ``number`` names in ``header``; False when ``number`` is another field.
+    """
+    if number == 1:
+        header.model_name = _text(buf, a, b, "model_name")
+    elif number == 2:
+        header.model_version = _text(buf, a, b, "model_version")
+    elif number == 3:
+        header.request_id = _text(buf, a, b, "id")
+    else:
+        return False
+    return True
+
+
 def parse_infer_request(data: bytes | memoryview) -> InferRequestHeader:
     """Read the routing header of a serialized ``inference.ModelInferRequest``.
 
@@ -190,15 +208,9 @@ def parse_infer_request(data: bytes | memoryview) -> InferRequestHeader:
     header = InferRequestHeader()
     first_input_seen = False
     for number, wire, a, b in _fields(buf, 0, len(buf)):
-        if wire != _LEN:
+        if wire != _LEN or _named(header, number, buf, a, b):
             continue
-        if number == 1:
-            header.model_name = _text(buf, a, b, "model_name")
-        elif number == 2:
-            header.model_version = _text(buf, a, b, "model_version")
-        elif number == 3:
-            header.request_id = _text(buf, a, b, "id")
-        elif number == 4:
+        if number == 4:
             key, value = _map_entry(buf, a, b)
             if key and value is not None:
                 header.parameters[key] = value
@@ -254,15 +266,9 @@ def parse_stream_response(data: bytes | memoryview) -> StreamResponseHeader:
             header.error_message = _text(buf, a, b, "error_message")
         elif number == 2:
             for n, w, x, y in _fields(buf, a, b):
-                if w != _LEN:
+                if w != _LEN or _named(header, n, buf, x, y):
                     continue
-                if n == 1:
-                    header.model_name = _text(buf, x, y, "model_name")
-                elif n == 2:
-                    header.model_version = _text(buf, x, y, "model_version")
-                elif n == 3:
-                    header.request_id = _text(buf, x, y, "id")
-                elif n == 4:
+                if n == 4:
                     key, value = _map_entry(buf, x, y)
                     if key == "triton_final_response" and isinstance(value, bool):
                         header.final = value
