@@ -822,7 +822,7 @@ def _usage_out(u: m.Usage) -> s.UsageOut:
 def _reads_all_usage(request: Request, principal: Principal) -> bool:
     """Admins and members of ``auth.usage_reader_groups`` read everyone's usage."""
     gateway = _gateway(request)
-    if principal.groups & set(gateway.settings.auth.usage_reader_groups):
+    if not principal.groups.isdisjoint(gateway.settings.auth.usage_reader_groups):
         return True
     try:
         gateway.authorizer.authorize_admin(principal)

@@ -68,13 +68,20 @@ def aggregate(events: Iterable[UsageEvent]) -> dict[UsageKey, _Row]:
     return rows
 
 
+def _length(column: str) -> int | None:
+    column_type = Usage.__table__.c[column].type
+    assert isinstance(column_type, String)
+    return column_type.length
+
+
+# The text columns' lengths, read from the model once (not for every event).
+_LENGTHS = {column: _length(column) for column in (*USAGE_KEY, "facility")}
+
+
 def _fit(value: str, column: str) -> str:
     """``value`` cut to the column's length, without NUL characters. The names come from callers'
     headers; one value the database refuses would fail its whole batch, flush after flush."""
-    column_type = Usage.__table__.c[column].type
-    assert isinstance(column_type, String)
-    length = column_type.length
-    return value.replace("\x00", "")[:length]
+    return value.replace("\x00", "")[: _LENGTHS[column]]
 
 
 def _ts(seconds: float) -> dt.datetime:
