@@ -39,8 +39,9 @@ def why_unreadable(exc: BaseException) -> str:
     A missing table means an unmigrated database; anything else (refused connection, timeout,
     authentication) means the database itself is unreachable or failing, not that it needs migrating.
     """
-    text = str(getattr(exc, "orig", None) or exc).lower()
-    if "no such table" in text or ("relation" in text and "does not exist" in text):
+    origin = getattr(exc, "orig", None) or exc
+    # PostgreSQL's undefined_table (by code: the message is localised), SQLite's words.
+    if getattr(origin, "sqlstate", None) == "42P01" or "no such table" in str(origin).lower():
         return f"the catalog schema is missing: run `sonic-gateway db upgrade` ({brief(exc)})"
     return f"the database is unreachable or failing ({brief(exc)})"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
@@ -37,7 +36,8 @@ async def test_a_database_that_is_down_is_not_called_unmigrated(caplog: pytest.L
 
 
 async def test_an_unmigrated_database_says_how_to_migrate(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    line = await _warning(f"sqlite:///{tmp_path / 'empty.db'}", caplog)
+    # db_url is an empty database: SQLite says "no such table", PostgreSQL "relation ... does not exist".
+    line = await _warning(db_url, caplog)
     assert "sonic-gateway db upgrade" in line
