@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 from gateway.app import Gateway
 from gateway.triton.launcher import TritonServer
 from tests.support.patches import sparse_patches
+from tests.support.shm import registered_region
 
 pytestmark = pytest.mark.triton
 
@@ -246,16 +247,10 @@ async def test_shared_memory_another_client_registered_is_not_reachable(
     clients: Any, tritons: list[TritonServer]
 ) -> None:
     """A region a local client registered on the facility's Triton: direct use works, via us never."""
-    import tritonclient.utils.shared_memory as shm
-
     via, _ = clients
     secret = np.full((1, 48, 48, 1), 7.0, np.float32)
-    region = shm.create_shared_memory_region("victim", "/sonic_e2e_victim_grpc", secret.nbytes)
-    shm.set_shared_memory_region(region, [secret])
     owners = [tc.InferenceServerClient(t.grpc_address) for t in tritons]
-    try:
-        for owner in owners:
-            await owner.register_system_shared_memory("victim", "/sonic_e2e_victim_grpc", secret.nbytes)
+    async with registered_region(owners, "victim", "/sonic_e2e_victim_grpc", secret):
         inp = tc.InferInput("INPUT0", [1, 48, 48, 1], "FP32")
         inp.set_shared_memory("victim", secret.nbytes)
         direct = await owners[0].infer("identity_fp32", [inp])
@@ -264,11 +259,6 @@ async def test_shared_memory_another_client_registered_is_not_reachable(
             await via.infer("identity_fp32", [inp])
         assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
         assert "shared memory is not available through the gateway" in err.value.message()
-    finally:
-        for owner in owners:
-            await owner.unregister_system_shared_memory("victim")
-            await owner.close()
-        shm.destroy_shared_memory_region(region)
 
 
 @pytest.mark.parametrize(("model", "version"), [("no_such_model", ""), ("identity_fp32", "9")])

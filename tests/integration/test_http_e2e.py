@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 from gateway.app import Gateway
 from gateway.triton.launcher import TritonServer
 from tests.support.patches import sparse_patches
+from tests.support.shm import registered_region
 
 pytestmark = [
     pytest.mark.triton,
@@ -160,16 +161,10 @@ async def test_shared_memory_another_client_registered_is_not_reachable(
     clients: Any, tritons: list[TritonServer]
 ) -> None:
     """A region a local client registered on the facility's Triton: direct use works, via us never."""
-    import tritonclient.utils.shared_memory as shm
-
     via, _ = clients
     secret = np.full((1, 48, 48, 1), 3.0, np.float32)
-    region = shm.create_shared_memory_region("victim", "/sonic_e2e_victim_http", secret.nbytes)
-    shm.set_shared_memory_region(region, [secret])
     owners = [th.InferenceServerClient(f"127.0.0.1:{t.ports.http}") for t in tritons]
-    try:
-        for owner in owners:
-            await owner.register_system_shared_memory("victim", "/sonic_e2e_victim_http", secret.nbytes)
+    async with registered_region(owners, "victim", "/sonic_e2e_victim_http", secret):
         inp = th.InferInput("INPUT0", [1, 48, 48, 1], "FP32")
         inp.set_shared_memory("victim", secret.nbytes)
         direct = await owners[0].infer("identity_fp32", [inp])
@@ -180,11 +175,6 @@ async def test_shared_memory_another_client_registered_is_not_reachable(
                 await via.infer("identity_fp32", [inp], outputs=[out])
             assert err.value.status() == "400"
             assert "shared memory is not available through the gateway" in err.value.message()
-    finally:
-        for owner in owners:
-            await owner.unregister_system_shared_memory("victim")
-            await owner.close()
-        shm.destroy_shared_memory_region(region)
 
 
 def _shape(value: Any) -> Any:
