@@ -79,16 +79,20 @@ def encode_http_request(arrays: Mapping[str, Array], outputs: Sequence[str] | No
     ``timeout`` (seconds) travels as Triton's ``"timeout"`` request parameter, in microseconds.
     """
     specs: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    blobs: list[bytes | Array] = []
     for name, arr in arrays.items():
         datatype = np_to_triton_dtype(arr.dtype)
+        blob: bytes | Array
         if datatype == "BYTES":
             serialized = serialize_byte_tensor(arr)
             blob = serialized.item() if serialized.size > 0 else b""
+            size = len(blob)
         else:
-            blob = np.ascontiguousarray(arr).tobytes()
+            # The array's own buffer: the join below is the one copy of the tensor data.
+            blob = np.ascontiguousarray(arr)
+            size = blob.nbytes
         specs.append({"name": name, "shape": list(arr.shape), "datatype": datatype,
-                      "parameters": {"binary_data_size": len(blob)}})
+                      "parameters": {"binary_data_size": size}})
         blobs.append(blob)
     header: dict[str, Any] = {"id": request_id, "inputs": specs}
     parameters: dict[str, Any] = {}
@@ -101,7 +105,7 @@ def encode_http_request(arrays: Mapping[str, Array], outputs: Sequence[str] | No
     if parameters:
         header["parameters"] = parameters
     head = json.dumps(header, separators=(",", ":")).encode()
-    return head + b"".join(blobs), len(head)
+    return b"".join([head, *blobs]), len(head)
 
 
 def _microseconds(seconds: float) -> int:
@@ -170,7 +174,9 @@ def _deadline_headers(headers: Mapping[str, str], timeout: float | None) -> dict
 def _http_infer_request(model: str, arrays: Mapping[str, Array], model_version: str,
                         outputs: Sequence[str] | None, headers: Mapping[str, str],
                         request_id: str, use_gzip: bool,
-                        timeout: float | None) -> tuple[str, bytes, dict[str, str]]:
+                        timeout: float | None) -> tuple[str, bytes, dict[str, str], float]:
+    """(path, body, headers, seconds spent encoding) of an ``/infer`` request."""
+    t0 = time.perf_counter()
     body, head_len = encode_http_request(arrays, outputs, request_id, timeout)
     hdrs = _deadline_headers(headers, timeout)
     hdrs["Inference-Header-Content-Length"] = str(head_len)
@@ -179,7 +185,7 @@ def _http_infer_request(model: str, arrays: Mapping[str, Array], model_version: 
     if use_gzip:
         body = gzip.compress(body, compresslevel=6)
         hdrs["Content-Encoding"] = "gzip"
-    return _model_path(model, model_version) + "/infer", body, hdrs
+    return _model_path(model, model_version) + "/infer", body, hdrs, time.perf_counter() - t0
 
 
 def _http_infer_response(response: httpx.Response) -> dict[str, Array]:
@@ -229,10 +235,8 @@ class HttpTransport:
               timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]:
         import httpx
 
-        t0 = time.perf_counter()
-        path, body, hdrs = _http_infer_request(model, arrays, model_version, outputs, headers,
-                                               request_id, use_gzip, timeout)
-        encode_s = time.perf_counter() - t0
+        path, body, hdrs, encode_s = _http_infer_request(model, arrays, model_version, outputs,
+                                                         headers, request_id, use_gzip, timeout)
         try:
             response = self._client.post(path, content=body, headers=hdrs, timeout=_t(timeout))
         except httpx.HTTPError as exc:
@@ -278,10 +282,8 @@ class AsyncHttpTransport:
                     timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]:
         import httpx
 
-        t0 = time.perf_counter()
-        path, body, hdrs = _http_infer_request(model, arrays, model_version, outputs, headers,
-                                               request_id, use_gzip, timeout)
-        encode_s = time.perf_counter() - t0
+        path, body, hdrs, encode_s = _http_infer_request(model, arrays, model_version, outputs,
+                                                         headers, request_id, use_gzip, timeout)
         try:
             response = await self._client.post(path, content=body, headers=hdrs, timeout=_t(timeout))
         except httpx.HTTPError as exc:
