@@ -193,13 +193,14 @@ def _mapping_once(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, An
             continue  # '<<: *anchor' brings defaults that the mapping's own keys may override
         key = loader.construct_object(key_node)
         try:
-            first = seen.setdefault(key, key_node.start_mark.line)
+            first = seen.get(key)
         except TypeError:  # an unhashable key: construct_mapping says what is wrong with it
             continue
-        if first != key_node.start_mark.line:
+        if first is not None:  # also on the same line: '{name: a, name: b}'
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} given twice (first on line {first + 1})", key_node.start_mark
             )
+        seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node)
 
 

@@ -157,6 +157,10 @@ def test_demo_checksums_are_the_artifacts() -> None:
             r"not valid YAML: key 'name' given twice \(first on line 2\) \(line 4, column 5\)",
         ),
         (
+            "facilities: [{name: a, name: b}]",
+            r"not valid YAML: key 'name' given twice \(first on line 1\) \(line 1, column 24\)",
+        ),
+        (
             "models: [{name: m, versions: [{version: 1, inputs: [{name: x, datatype: FLOAT99, shape: [1]}]}]}]",  # noqa: E501
             r"models.0.versions.0.inputs.0.datatype \(model m, version 1\): .*unknown datatype 'FLOAT99'",
         ),
