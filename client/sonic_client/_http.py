@@ -79,17 +79,17 @@ def encode_http_request(arrays: Mapping[str, Array], outputs: Sequence[str] | No
     ``timeout`` (seconds) travels as Triton's ``"timeout"`` request parameter, in microseconds.
     """
     specs: list[dict[str, Any]] = []
-    blobs: list[bytes | Array] = []
+    blobs: list[bytes | memoryview] = []
     for name, arr in arrays.items():
         datatype = np_to_triton_dtype(arr.dtype)
-        blob: bytes | Array
+        blob: bytes | memoryview
         if datatype == "BYTES":
             serialized = serialize_byte_tensor(arr)
             blob = serialized.item() if serialized.size > 0 else b""
             size = len(blob)
         else:
             # The array's own buffer: the join below is the one copy of the tensor data.
-            blob = np.ascontiguousarray(arr)
+            blob = np.ascontiguousarray(arr).data
             size = blob.nbytes
         specs.append({"name": name, "shape": list(arr.shape), "datatype": datatype,
                       "parameters": {"binary_data_size": size}})
