@@ -150,6 +150,16 @@ class _Sync(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class _Tries:
+    """One call's retry state: tries made, when the first retryable failure was (the budget's
+    start), and whether the token source was already re-read after a 401."""
+
+    count: int = 0
+    first_failure: float | None = None
+    renewed: bool = False
+
+
 class _Base:
     # The one constructor of Client and AsyncClient; each opens its own kind of transport.
     def __init__(
@@ -212,25 +222,37 @@ class _Base:
         """The token to send now; an expired one is refused (TokenExpiredError)."""
         return unexpired_token(self.token_provider, self._wall_clock())
 
-    def _renewed_token(self, rejected: str, err: InferenceError) -> str | None:
-        """After a 401 / UNAUTHENTICATED: re-read the token source; the new token, or None (with
-        a note on ``err``) when the source still holds the rejected one."""
-        invalidate(self.token_provider)
-        token = self._token()
-        if token != rejected:
-            return token
-        source = token_source(self.token_provider) or "the token provider"
-        err.add_detail(f"re-read {source}: it still holds the rejected token")
-        return None
-
-    def _backoff(self, err: InferenceError, attempt: int, first_failure: float) -> float | None:
-        """Seconds to wait before retrying ``err``, or None to raise it (noting the retries)."""
-        elapsed = self._clock() - first_failure
-        wait = self.retry.next_delay(err.code, attempt, elapsed, err.retry_after, self._rng)
-        if wait is None and attempt > 1:
-            err.add_detail(f"gave up after {attempt} attempts over {elapsed:.1f} s; "
+    def _after_failure(self, err: InferenceError, tries: _Tries) -> Literal["renew"] | float | None:
+        """What the retry loops of :class:`Client` and :class:`AsyncClient` do after a failed try:
+        ``"renew"`` (401 / UNAUTHENTICATED, the first time: re-read the token source with
+        :meth:`_renewed_token` and retry at once), seconds to sleep before retrying with the token
+        read again, or None to raise ``err`` (with a note of the retries made)."""
+        err.attempts = tries.count
+        if err.code == "UNAUTHENTICATED":
+            if tries.renewed:
+                return None
+            tries.renewed = True
+            return "renew"
+        now = self._clock()
+        if tries.first_failure is None:
+            tries.first_failure = now
+        elapsed = now - tries.first_failure
+        wait = self.retry.next_delay(err.code, tries.count, elapsed, err.retry_after, self._rng)
+        if wait is None and tries.count > 1:
+            err.add_detail(f"gave up after {tries.count} attempts over {elapsed:.1f} s; "
                            f"retry budget {self.retry.budget:g} s")
         return wait
+
+    def _renewed_token(self, rejected: str, err: InferenceError) -> str:
+        """After a 401 / UNAUTHENTICATED: re-read the token source and return the new token, or
+        raise ``err`` (with a note) when the source still holds the rejected one."""
+        invalidate(self.token_provider)
+        token = self._token()
+        if token == rejected:
+            source = token_source(self.token_provider) or "the token provider"
+            err.add_detail(f"re-read {source}: it still holds the rejected token")
+            raise err
+        return token
 
     def _headers(self, token: str, request_id: str, job_id: str | None,
                  dataset: str | None) -> dict[str, str]:
@@ -331,29 +353,21 @@ class Client(_Base):
         Retryable failures are retried per :attr:`retry`; a 401 / UNAUTHENTICATED re-reads the
         token source once and, when that gives a different token, retries once at once.
         """
-        attempt = 0
-        first_failure: float | None = None
-        renewed = False
+        tries = _Tries()
         token = self._token()
         while True:
-            attempt += 1
+            tries.count += 1
             try:
-                return fn(self._headers(token, request_id, job_id, dataset)), attempt - 1
+                return fn(self._headers(token, request_id, job_id, dataset)), tries.count - 1
             except InferenceError as err:
-                err.attempts = attempt
-                if err.code == "UNAUTHENTICATED":
-                    fresh = None if renewed else self._renewed_token(token, err)
-                    if fresh is None:
-                        raise
-                    renewed, token = True, fresh
-                    continue
-                if first_failure is None:
-                    first_failure = self._clock()
-                wait = self._backoff(err, attempt, first_failure)
-                if wait is None:
+                step = self._after_failure(err, tries)
+                if step is None:
                     raise
-                self._sleep(wait)
-                token = self._token()
+                if isinstance(step, str):
+                    token = self._renewed_token(token, err)
+                else:
+                    self._sleep(step)
+                    token = self._token()
 
     def server_metadata(self) -> dict[str, Any]:
         """The server's name, version and extensions (``GET /v2`` / ServerMetadata)."""
@@ -516,30 +530,22 @@ class AsyncClient(_Base):
 
     async def _call(self, fn: Any, request_id: str, job_id: str | None = None,
                     dataset: str | None = None) -> tuple[Any, int]:
-        attempt = 0
-        first_failure: float | None = None
-        renewed = False
+        """The asyncio twin of :meth:`Client._call` (token reads run in a worker thread)."""
+        tries = _Tries()
         token = await asyncio.to_thread(self._token)
         while True:
-            attempt += 1
+            tries.count += 1
             try:
-                return await fn(self._headers(token, request_id, job_id, dataset)), attempt - 1
+                return await fn(self._headers(token, request_id, job_id, dataset)), tries.count - 1
             except InferenceError as err:
-                err.attempts = attempt
-                if err.code == "UNAUTHENTICATED":
-                    fresh = None if renewed else await asyncio.to_thread(
-                        self._renewed_token, token, err)
-                    if fresh is None:
-                        raise
-                    renewed, token = True, fresh
-                    continue
-                if first_failure is None:
-                    first_failure = self._clock()
-                wait = self._backoff(err, attempt, first_failure)
-                if wait is None:
+                step = self._after_failure(err, tries)
+                if step is None:
                     raise
-                await self._sleep(wait)
-                token = await asyncio.to_thread(self._token)
+                if isinstance(step, str):
+                    token = await asyncio.to_thread(self._renewed_token, token, err)
+                else:
+                    await self._sleep(step)
+                    token = await asyncio.to_thread(self._token)
 
     async def server_metadata(self) -> dict[str, Any]:
         result, _ = await self._call(
