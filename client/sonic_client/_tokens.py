@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import threading
@@ -202,6 +203,11 @@ def token_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
+#: token_expiry for the per-request expiry check: a client sends the same token for minutes, so
+#: its claims are decoded once, not on every request (base64 + JSON of a ~1 kB JWT, ~20 us).
+_cached_expiry = functools.lru_cache(maxsize=8)(token_expiry)
+
+
 def _oauth2_client_class() -> Any:
     _require_oidc()
     # Authlib >= 1.7 prefers the `httpx2` package and warns (AuthlibDeprecationWarning) when it falls
@@ -349,12 +355,12 @@ def unexpired_token(provider: TokenProvider, now: float) -> str:
     source, never the token. Tokens whose expiry cannot be read (opaque) are sent as they are.
     """
     token = provider.get_token()
-    exp = token_expiry(token)
+    exp = _cached_expiry(token)
     if exp is None or exp > now:
         return token
     invalidate(provider)
     token = provider.get_token()
-    exp = token_expiry(token)
+    exp = _cached_expiry(token)
     if exp is not None and exp <= now:
         raise TokenExpiredError(token_source(provider), exp, now)
     return token
