@@ -31,7 +31,7 @@ from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
 from gateway.envoy.ads import AdsServer
 from gateway.envoy.ads import register as register_ads
-from gateway.envoy.controlplane import EnvoyDataPlane, provider_name, resolve_host
+from gateway.envoy.controlplane import EnvoyDataPlane, provider_name
 from gateway.envoy.internal_api import internal_router
 from gateway.envoy.ratelimit import RateLimitService
 from gateway.envoy.ratelimit import register as register_rate_limit_service
@@ -188,20 +188,11 @@ class Gateway:
         self.usage_service = UsageService(
             self.recorder, observer, lambda: self.registry.snapshot, self._backend_at
         )
-        self._addresses: tuple[object, dict[tuple[str, int], Backend]] = (None, {})
 
     def _backend_at(self, host: str, port: int) -> Backend | None:
         """The backend listening at ``host:port`` (an upstream address in Envoy's access log)."""
-        snapshot = self.registry.snapshot
-        if self._addresses[0] is not snapshot:
-            table: dict[tuple[str, int], Backend] = {}
-            for backend in snapshot.backends.values():
-                for address in (backend.grpc_address, backend.http_address):
-                    if address:
-                        name, number = parse_address(address)
-                        table[(resolve_host(name) or name, number)] = backend
-            self._addresses = (snapshot, table)
-        return self._addresses[1].get((host, port))
+        backend_id = self.envoy.backend_at(host, port) if self.envoy is not None else None
+        return self.registry.snapshot.backends.get(backend_id) if backend_id is not None else None
 
     def _model_groups(self, model: str) -> Collection[str] | None:
         # Looked up each time: the catalog replaces the authorizer's lookup when groups change.

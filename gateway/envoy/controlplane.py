@@ -47,12 +47,7 @@ def issuer_rules(issuers: list[IssuerSettings]) -> tuple[IssuerRule, ...]:
             IssuerRule(
                 issuer=entry.issuer,
                 provider=provider_name(i),
-                profile=entry.profile,
                 audiences=tuple(audiences),
-                algorithms=tuple(entry.algorithms),
-                required_scopes=tuple(entry.required_scopes),
-                groups_claim=entry.effective_groups_claim,
-                max_lifetime_s=entry.max_lifetime_s,
                 leeway_s=entry.leeway_s,
             )
         )
@@ -75,6 +70,24 @@ def resolve_host(host: str) -> str | None:
     except OSError:
         return None
     return str(infos[0][4][0]) if infos else None
+
+
+class HostResolver:
+    """``resolve_host`` with a memory: a view is rebuilt often, and a name is looked up (blocking,
+    in the sync loop) at most once per ``ttl_s``, not once per backend, model and rebuild."""
+
+    def __init__(self, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    def __call__(self, host: str) -> str | None:
+        now = self._clock()
+        hit = self._known.get(host)
+        if hit is None or now - hit[0] >= self._ttl_s:
+            hit = (now, resolve_host(host))
+            self._known[host] = hit
+        return hit[1]
 
 
 def _endpoint(
@@ -191,6 +204,8 @@ class EnvoyDataPlane:
         )
         self._sync = Periodic(self._sync_once, envoy.sync_interval_s, "envoy-sync")
         self._last_snapshot: Snapshot | None = None
+        self._resolve = HostResolver()
+        self._endpoints: dict[tuple[str, int], str] = {}
         self._last_rest: tuple[object, ...] = ()
         self._dropped = 0
         self._drop_watch = Periodic(self._check_dropped_usage, 5.0, "envoy-usage-drops")
@@ -203,11 +218,20 @@ class EnvoyDataPlane:
             pending=self._pending,
             model_groups=self._model_groups,
             credentialed=self._credentialed,
+            resolve=self._resolve,
         )
+
+    def backend_at(self, host: str, port: int) -> str | None:
+        """The backend id at an upstream address Envoy logged (from every view published so far:
+        a backend that has just left the view still has requests in flight to account for)."""
+        return self._endpoints.get((host, port))
 
     def publish(self, view: DataPlaneView) -> PushStats:
         stats = self.publisher.publish(view)
         self.view = view
+        for model in view.models:
+            for endpoint in (*model.grpc, *model.http):
+                self._endpoints[(endpoint.host, endpoint.port)] = endpoint.backend_id
         if stats.resources_changed:
             self.pushes += 1
             self.last_push = stats

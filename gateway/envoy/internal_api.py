@@ -28,7 +28,7 @@ REFUSAL_CACHE_S = 5
 MAX_AUTHORIZATION_BYTES = 8300
 
 
-def verdict_text(authenticated: tuple[str, str, float, frozenset[str]] | None, now: float) -> str:
+def verdict_text(authenticated: tuple[str, str, float, frozenset[str]] | None) -> str:
     """The verdict's wire form: ``ok``, expiry, issuer, subject, groups (one per line, encoded)."""
     if authenticated is None:
         return f"no\n{REFUSAL_CACHE_S}\n"
@@ -61,17 +61,17 @@ def internal_router(
     async def verify(request: Request) -> PlainTextResponse:
         raw = await request.body()
         if len(raw) > MAX_AUTHORIZATION_BYTES:
-            return PlainTextResponse(verdict_text(None, time.time()))
+            return PlainTextResponse(verdict_text(None))
         try:
             principal = await authenticator.authenticate(raw.decode("latin-1"))
             authorizer.authorize_infer(principal, "")  # issuer and scopes; model groups: per route
         except (Unauthenticated, PermissionDenied):
-            return PlainTextResponse(verdict_text(None, time.time()))
+            return PlainTextResponse(verdict_text(None))
         except GatewayError as exc:  # e.g. keys unavailable: no verdict, nothing cached
             return PlainTextResponse(exc.message, status_code=503)
         expires = principal.expires_at if principal.expires_at is not None else time.time() + 60
         return PlainTextResponse(
-            verdict_text((principal.issuer, principal.subject, expires, principal.groups), time.time())
+            verdict_text((principal.issuer, principal.subject, expires, principal.groups))
         )
 
     return router

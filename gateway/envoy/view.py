@@ -8,7 +8,7 @@ looking anywhere else, so two equal views always render equal resources.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,11 @@ class ModelView:
 
 @dataclass(frozen=True)
 class IssuerRule:
-    """What a token of one issuer must satisfy beyond what Envoy's jwt_authn checks itself."""
+    """One issuer as Envoy's jwt_authn checks its signatures (every other rule is the validator's)."""
 
     issuer: str
     provider: str  # jwt_authn provider name
-    profile: str
     audiences: tuple[str, ...]
-    algorithms: tuple[str, ...]
-    required_scopes: tuple[str, ...]
-    groups_claim: str | None
-    max_lifetime_s: float
     leeway_s: float
 
 
@@ -86,4 +81,3 @@ class StaticView:
     circuit_max_ejection_s: float = 60.0
     drain_time_s: float = 30.0
     access_log_flush_s: float = 0.5
-    extra: dict[str, str] = field(default_factory=dict)

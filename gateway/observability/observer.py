@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client.metrics import Counter, Gauge, Histogram
 
-from gateway.errors import BackendUnreachable, GatewayError, PermissionDenied, status_of
+from gateway.errors import GRPC_TO_HTTP, BackendUnreachable, GatewayError, PermissionDenied, status_of
 from gateway.observability.labels import UNKNOWN, ModelLabels
 from gateway.observability.metrics import GatewayMetrics
 from gateway.routing.backend import Backend
@@ -38,16 +38,6 @@ access_log = logging.getLogger("gateway.access")
 log = logging.getLogger(__name__)
 
 # A backend's HTTP answer -> outcome (lower-case gRPC status name, as for gRPC); others "unknown".
-# A backend's gRPC status as the HTTP status the metrics' "code" label uses (Triton's own mapping).
-_GRPC_AS_HTTP = {
-    "INVALID_ARGUMENT": "400",
-    "NOT_FOUND": "404",
-    "RESOURCE_EXHAUSTED": "429",
-    "UNAVAILABLE": "503",
-    "DEADLINE_EXCEEDED": "504",
-    "CANCELLED": "499",
-    "UNIMPLEMENTED": "501",
-}
 _HTTP_OUTCOME = {
     200: "ok",
     400: "invalid_argument",
@@ -304,7 +294,7 @@ class InferenceObserver:
         if request.ok:
             span.inferences = request.inferences
         elif request.protocol == "grpc":
-            span.outcome, span.code = request.code.lower(), _GRPC_AS_HTTP.get(request.code, "500")
+            span.outcome, span.code = request.code.lower(), str(GRPC_TO_HTTP.get(request.code, 500))
         else:
             span.outcome, span.code = _HTTP_OUTCOME.get(int(request.code), "unknown"), request.code
         if not request.ok:

@@ -492,3 +492,38 @@ async def test_a_catalog_of_hundreds_of_models_reaches_envoy_and_the_real_one_st
     before = envoy_stat(gateway, _cluster_stat(MODEL))
     await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
+
+
+@pytest.mark.redis
+async def test_rate_limits_are_global_across_two_gateways_through_redis(
+    tritons: list[TritonServer], tmp_path: Path
+) -> None:
+    """Two replicas (two Envoys, two control planes) share one bucket in the real Redis: what one
+    spends, the other refuses."""
+    from tests.support.redis import delete_prefix, redis_url, unique_prefix
+
+    url, prefix = redis_url(), unique_prefix()
+    issuer = TestIssuer("http://127.0.0.1/issuer")
+    limits = {"default": {"inferences_per_s": 1, "burst_s": 3}}  # a bucket of 3 inferences
+    gateways: list[Gateway] = []
+    with serving_jwks(issuer) as jwks_uri:
+        try:
+            for i in range(2):
+                gateway, _ = envoy_gateway(
+                    tritons, jwks_uri, issuer, limits=limits, redis_url=url,
+                    state={"key_prefix": prefix}, database_url=f"sqlite:///{tmp_path}/c{i}.db",
+                )  # fmt: skip
+                await gateway.start()
+                gateways.append(gateway)
+                await eventually(lambda g=gateway: bool(g.envoy and g.envoy.view.models), what="push")
+            first, second = gateways
+            headers = {"authorization": f"Bearer {issuer.token()}"}
+            await _infer(first, headers)  # the whole bucket, spent through the first replica
+            before = envoy_stat(second, _cluster_stat(MODEL))
+            error = await _refusal(second, headers)
+            assert error.status() == "StatusCode.RESOURCE_EXHAUSTED"
+            assert envoy_stat(second, _cluster_stat(MODEL)) == before  # refused by its Envoy
+        finally:
+            for gateway in gateways:
+                await gateway.stop(grace_s=1)
+            await delete_prefix(url, prefix)

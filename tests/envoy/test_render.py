@@ -210,3 +210,23 @@ async def test_the_sync_loop_builds_a_view_only_when_its_inputs_changed(tmp_path
     await plane._sync_once()
     assert built == 3
     assert [e.facility for e in plane.view.models[0].grpc] == ["lab"]
+
+
+def test_host_names_are_resolved_once_per_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.envoy import controlplane
+
+    lookups: list[str] = []
+
+    def fake_resolve(host: str) -> str:
+        lookups.append(host)
+        return f"10.0.0.{len(lookups)}"
+
+    monkeypatch.setattr(controlplane, "resolve_host", fake_resolve)
+    now = [100.0]
+    resolver = controlplane.HostResolver(ttl_s=30, clock=lambda: now[0])
+    assert resolver("triton.example.org") == "10.0.0.1"
+    now[0] += 29.9
+    assert resolver("triton.example.org") == "10.0.0.1"  # cached: no second lookup
+    now[0] += 0.1
+    assert resolver("triton.example.org") == "10.0.0.2"  # expired: looked up again
+    assert lookups == ["triton.example.org", "triton.example.org"]
