@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.errors import InvalidArgument, PayloadTooLarge
-from gateway.frontends.http.infer_body import refuse_shared_memory
+from gateway.frontends.http.infer_body import batch_size, checked_batch_size, refuse_shared_memory
 
 LIMIT = 1 << 30
 SHM_INPUT = {
@@ -121,3 +121,15 @@ def test_escape_in_unparseable_header_is_invalid_argument() -> None:
 def test_ordinary_requests_pass(body: bytes) -> None:
     refuse_shared_memory(body, None, None, LIMIT)
     refuse_shared_memory(gzip.compress(body), None, "gzip", LIMIT)
+
+
+@pytest.mark.parametrize("encoding", [None, "gzip", "deflate"])
+def test_checked_batch_size_is_batch_size_of_the_same_body(encoding: str | None) -> None:
+    header = b'{"inputs":[{"name":"x","shape":[7,2],"datatype":"FP32","parameters":{"binary_data_size":56}}]}'
+    plain = header + bytes(56)
+    body = {None: plain, "gzip": gzip.compress(plain), "deflate": zlib.compress(plain)}[encoding]
+    assert checked_batch_size(body, str(len(header)), encoding, LIMIT) == 7
+    assert batch_size(body, str(len(header)), encoding) == 7
+    shm = json.dumps(SHM_INPUT).encode()
+    with pytest.raises(InvalidArgument, match="shared memory is not available through the gateway"):
+        checked_batch_size(zlib.compress(shm) if encoding else shm, None, encoding, LIMIT)

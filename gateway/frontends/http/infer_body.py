@@ -21,7 +21,7 @@ from gateway.errors import InvalidArgument, PayloadTooLarge, echo
 _SCAN_LIMIT = 1 << 20
 _SHAPE = re.compile(rb'"inputs"\s*:\s*\[\s*\{[^{]*?"shape"\s*:\s*\[\s*(\d+)')
 _MODEL_VERSION = re.compile(rb'"model_version"\s*:\s*"([^"]*)"')
-_CHUNK = 1 << 20
+_CHUNK = _SCAN_LIMIT  # so the first inflated chunk is what batch_size would scan
 # Needles of the shared-memory check: the key itself, and any \u escape (which could spell it).
 _NEEDLES = (SHARED_MEMORY_PREFIX.encode(), b"\\u")
 _OVERLAP = max(len(n) for n in _NEEDLES) - 1
@@ -139,21 +139,39 @@ def refuse_shared_memory(
     is parsed, with every object's names checked. A compressed body is searched as it inflates and
     inflated a second time, whole, only when it must be parsed.
     """
+    _checked_head(body, header_length, encoding, max_bytes)
+
+
+def checked_batch_size(body: bytes, header_length: str | None, encoding: str | None, max_bytes: int) -> int:
+    """:func:`refuse_shared_memory`, then :func:`batch_size` of the same body, inflating it once."""
+    match = _SHAPE.search(_checked_head(body, header_length, encoding, max_bytes))
+    return int(match.group(1)) if match else 0
+
+
+def _checked_head(
+    body: bytes, header_length: str | None, encoding: str | None, max_bytes: int
+) -> bytes | memoryview:
+    """The shared-memory check; returns what :func:`batch_size` scans (a compressed body's first
+    inflated chunk, which the check has made already, instead of inflating it again)."""
     end = _header_end(header_length)
     coding = (encoding or "").strip().lower()
     if coding in ("", "identity"):
         stop = len(body) if end is None else min(end, len(body))
         if any(body.find(needle, 0, stop) >= 0 for needle in _NEEDLES):
             _check_json(body[:stop])
-        return
+        return _json_part(body, header_length, encoding)
     if coding not in ("gzip", "deflate"):
         raise InvalidArgument(
             f"Content-Encoding {echo(coding)} is not supported; send gzip, deflate or identity"
         )
+    head: bytes | None = None
     tail = b""
     for chunk in _inflated(body, coding, end, max_bytes):
+        if head is None:
+            head = chunk  # at most _CHUNK (= _SCAN_LIMIT) bytes, and no more than the header
         seam = tail + chunk[:_OVERLAP]  # a needle split across two chunks
         if any(needle in chunk or needle in seam for needle in _NEEDLES):
             _check_json(b"".join(_inflated(body, coding, end, max_bytes)))
-            return
+            break
         tail = chunk[-_OVERLAP:]
+    return head or b""

@@ -38,7 +38,7 @@ from gateway.errors import (
     Unimplemented,
     status_of,
 )
-from gateway.frontends.http.infer_body import batch_size, refuse_shared_memory, served_version
+from gateway.frontends.http.infer_body import checked_batch_size, served_version
 from gateway.frontends.statistics import merge_statistics
 from gateway.routing.backend import Backend
 
@@ -257,8 +257,7 @@ class KServeHttp:
             body = await self.read_body(request)
             span.request_bytes = len(body)
             header_length, encoding = h.get(_HEADER_LENGTH), h.get("content-encoding")
-            refuse_shared_memory(body, header_length, encoding, self.max_body_bytes)
-            items = batch_size(body, header_length, encoding)
+            items = checked_batch_size(body, header_length, encoding, self.max_body_bytes)  # refuses shm
             send, deadline = self._sender(request, model, version, "POST", "/infer", body, ctx, headers)
 
             def served(answer: BackendResponse) -> str | None:
