@@ -205,3 +205,46 @@ def test_http_connection_failures_are_retried_through_a_restart(fake_clock: Any)
     assert failures[-2:] == ["read", "protocol"]
     assert out.stats.retries == len(failures) == len(fake_clock.sleeps)
     assert 40.0 <= fake_clock.now <= 40.0 + 3 * 2.0
+
+
+def test_http_retries_a_real_refused_connection_until_the_server_listens(fake_clock: Any) -> None:
+    """The same restart against real sockets, not respx: while nothing listens on the port the
+    connection is refused (UNAVAILABLE, retried); a server that starts listening 5 s later in
+    fake time answers the next try."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"name": "triton"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on `port` now: connections are refused
+    servers: list[ThreadingHTTPServer] = []
+
+    def sleep(seconds: float) -> None:
+        fake_clock.sleep(seconds)
+        if fake_clock.now >= 5.0 and not servers:  # the gateway is back
+            servers.append(ThreadingHTTPServer(("127.0.0.1", port), Metadata))
+            threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+
+    try:
+        with Client(f"http://127.0.0.1:{port}", token="tok", timeout=5.0, clock=fake_clock,
+                    sleep=sleep) as c:
+            assert c.server_metadata() == {"name": "triton"}
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert servers, "the client gave up before the server came back"
+    assert len(fake_clock.sleeps) > 5  # refused, retried, about once a second
+    assert 5.0 <= fake_clock.now <= 5.0 + RetryPolicy().max_backoff
