@@ -71,6 +71,10 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore
             await asyncio.sleep(self.script.infer_delay_s)
         if self.script.infer_error is not None:
             await context.abort(*self.script.infer_error)
+        return self._served(request)
+
+    def _served(self, request: Any) -> Any:
+        """The answer to ``request``: its model's newest version, and which fake served it."""
         response = service_pb2.ModelInferResponse(
             model_name=request.model_name,
             model_version=self.script.models[request.model_name][-1],
@@ -93,11 +97,4 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore
                     infer_response=service_pb2.ModelInferResponse(id=request.id),
                 )
                 continue
-            response = service_pb2.ModelInferResponse(
-                model_name=request.model_name,
-                model_version=self.script.models[request.model_name][-1],
-                id=request.id,
-            )
-            out = response.outputs.add(name="SERVED_BY", datatype="BYTES", shape=[1])
-            out.contents.bytes_contents.append(self.name.encode())
-            yield service_pb2.ModelStreamInferResponse(infer_response=response)
+            yield service_pb2.ModelStreamInferResponse(infer_response=self._served(request))
