@@ -139,10 +139,15 @@ def _nbytes(batch: Mapping[str, Array]) -> int:
     return int(sum(a.nbytes for a in batch.values()))
 
 
+# A transport encodes a batch once (``encode``: the request, and the seconds it took) and sends
+# the encoded request on every attempt (``send``, with that attempt's headers): retries through a
+# gateway restart do not serialise, or gzip, the tensors again.
 class _Sync(Protocol):
-    def infer(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
-              outputs: Sequence[str] | None, headers: Mapping[str, str], request_id: str,
-              timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]: ...
+    def encode(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
+               outputs: Sequence[str] | None, request_id: str, timeout: float | None,
+               use_gzip: bool) -> tuple[Any, float]: ...
+    def send(self, request: Any, headers: Mapping[str, str],
+             timeout: float | None) -> dict[str, Array]: ...
     def server_metadata(self, headers: Mapping[str, str], timeout: float | None) -> dict[str, Any]: ...
     def model_metadata(self, model: str, version: str, headers: Mapping[str, str],
                        timeout: float | None) -> dict[str, Any]: ...
@@ -429,14 +434,11 @@ class Client(_Base):
 
         def run(batch: dict[str, Array]) -> tuple[dict[str, Array], int, float]:
             request_id = new_request_id()
-
-            def send(headers: Mapping[str, str]) -> tuple[dict[str, Array], float]:
-                return self._transport.infer(model, batch, model_version=model_version,
-                                             outputs=outputs, headers=headers,
-                                             request_id=request_id, timeout=deadline,
-                                             use_gzip=use_gzip)
-
-            (out, enc), retries = self._call(send, request_id, job_id, dataset)
+            request, enc = self._transport.encode(model, batch, model_version=model_version,
+                                                  outputs=outputs, request_id=request_id,
+                                                  timeout=deadline, use_gzip=use_gzip)
+            out, retries = self._call(lambda h: self._transport.send(request, h, deadline),
+                                      request_id, job_id, dataset)
             return out, retries, enc
 
         results: list[dict[str, Array] | None] = [None] * len(batches)
@@ -488,9 +490,11 @@ class Client(_Base):
 
 
 class _Async(Protocol):
-    async def infer(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
-                    outputs: Sequence[str] | None, headers: Mapping[str, str], request_id: str,
-                    timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]: ...
+    def encode(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
+               outputs: Sequence[str] | None, request_id: str, timeout: float | None,
+               use_gzip: bool) -> tuple[Any, float]: ...
+    async def send(self, request: Any, headers: Mapping[str, str],
+                   timeout: float | None) -> dict[str, Array]: ...
     async def server_metadata(self, headers: Mapping[str, str],
                               timeout: float | None) -> dict[str, Any]: ...
     async def model_metadata(self, model: str, version: str, headers: Mapping[str, str],
@@ -599,14 +603,13 @@ class AsyncClient(_Base):
 
         async def run(batch: dict[str, Array]) -> tuple[dict[str, Array], int, float]:
             request_id = new_request_id()
-
-            async def send(headers: Mapping[str, str]) -> tuple[dict[str, Array], float]:
-                return await self._transport.infer(
-                    model, batch, model_version=model_version, outputs=outputs,
-                    headers=headers, request_id=request_id, timeout=deadline, use_gzip=use_gzip)
-
             async with gate:
-                (out, enc), retries = await self._call(send, request_id, job_id, dataset)
+                request, enc = self._transport.encode(
+                    model, batch, model_version=model_version, outputs=outputs,
+                    request_id=request_id, timeout=deadline, use_gzip=use_gzip)
+                out, retries = await self._call(
+                    lambda h: self._transport.send(request, h, deadline), request_id, job_id,
+                    dataset)
             return out, retries, enc
 
         tasks = [asyncio.ensure_future(run(b)) for b in batches]

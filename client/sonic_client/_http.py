@@ -171,21 +171,22 @@ def _deadline_headers(headers: Mapping[str, str], timeout: float | None) -> dict
     return hdrs
 
 
-def _http_infer_request(model: str, arrays: Mapping[str, Array], model_version: str,
-                        outputs: Sequence[str] | None, headers: Mapping[str, str],
-                        request_id: str, use_gzip: bool,
-                        timeout: float | None) -> tuple[str, bytes, dict[str, str], float]:
-    """(path, body, headers, seconds spent encoding) of an ``/infer`` request."""
+def _http_encode(model: str, arrays: Mapping[str, Array], *, model_version: str,
+                 outputs: Sequence[str] | None, request_id: str, timeout: float | None,
+                 use_gzip: bool) -> tuple[tuple[str, bytes, dict[str, str]], float]:
+    """((path, body, headers of the body), seconds spent encoding) of an ``/infer`` request,
+    encoded (and gzipped) once and sent by every attempt with that attempt's headers."""
     t0 = time.perf_counter()
     body, head_len = encode_http_request(arrays, outputs, request_id, timeout)
-    hdrs = _deadline_headers(headers, timeout)
+    hdrs = _deadline_headers({}, timeout)
     hdrs["Inference-Header-Content-Length"] = str(head_len)
     hdrs["Content-Type"] = "application/octet-stream"
     hdrs["Accept-Encoding"] = "gzip"
     if use_gzip:
         body = gzip.compress(body, compresslevel=6)
         hdrs["Content-Encoding"] = "gzip"
-    return _model_path(model, model_version) + "/infer", body, hdrs, time.perf_counter() - t0
+    path = _model_path(model, model_version) + "/infer"
+    return (path, body, hdrs), time.perf_counter() - t0
 
 
 def _http_infer_response(response: httpx.Response) -> dict[str, Array]:
@@ -230,18 +231,20 @@ class HttpTransport:
         self._client = httpx.Client(base_url=base_url, verify=verify, transport=transport,
                                     timeout=_default_timeout())
 
-    def infer(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
-              outputs: Sequence[str] | None, headers: Mapping[str, str], request_id: str,
-              timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]:
+    encode = staticmethod(_http_encode)
+
+    def send(self, request: tuple[str, bytes, dict[str, str]], headers: Mapping[str, str],
+             timeout: float | None) -> dict[str, Array]:
+        """One attempt of an encoded ``/infer`` request, with this attempt's headers."""
         import httpx
 
-        path, body, hdrs, encode_s = _http_infer_request(model, arrays, model_version, outputs,
-                                                         headers, request_id, use_gzip, timeout)
+        path, body, body_headers = request
         try:
-            response = self._client.post(path, content=body, headers=hdrs, timeout=_t(timeout))
+            response = self._client.post(path, content=body, headers={**headers, **body_headers},
+                                         timeout=_t(timeout))
         except httpx.HTTPError as exc:
             raise _http_exception(exc) from None
-        return _http_infer_response(response), encode_s
+        return _http_infer_response(response)
 
     def _get(self, path: str, headers: Mapping[str, str], timeout: float | None) -> httpx.Response:
         import httpx
@@ -277,18 +280,20 @@ class AsyncHttpTransport:
         self._client = httpx.AsyncClient(base_url=base_url, verify=verify, transport=transport,
                                          timeout=_default_timeout())
 
-    async def infer(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
-                    outputs: Sequence[str] | None, headers: Mapping[str, str], request_id: str,
-                    timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]:
+    encode = staticmethod(_http_encode)
+
+    async def send(self, request: tuple[str, bytes, dict[str, str]], headers: Mapping[str, str],
+                   timeout: float | None) -> dict[str, Array]:
+        """One attempt of an encoded ``/infer`` request, with this attempt's headers."""
         import httpx
 
-        path, body, hdrs, encode_s = _http_infer_request(model, arrays, model_version, outputs,
-                                                         headers, request_id, use_gzip, timeout)
+        path, body, body_headers = request
         try:
-            response = await self._client.post(path, content=body, headers=hdrs, timeout=_t(timeout))
+            response = await self._client.post(path, content=body, headers={**headers, **body_headers},
+                                               timeout=_t(timeout))
         except httpx.HTTPError as exc:
             raise _http_exception(exc) from None
-        return _http_infer_response(response), encode_s
+        return _http_infer_response(response)
 
     async def _get(self, path: str, headers: Mapping[str, str],
                    timeout: float | None) -> httpx.Response:

@@ -101,16 +101,22 @@ def _grpc_result(result: Any) -> dict[str, Array]:
     return {o.name: result.as_numpy(o.name) for o in response.outputs}
 
 
-def _grpc_kwargs(model_version: str, outputs: Sequence[str] | None, headers: Mapping[str, str],
-                 request_id: str, timeout: float | None, use_gzip: bool) -> dict[str, Any]:
-    return {
+def _grpc_encode(model: str, arrays: Mapping[str, Array], *, model_version: str,
+                 outputs: Sequence[str] | None, request_id: str, timeout: float | None,
+                 use_gzip: bool) -> tuple[tuple[str, list[Any], dict[str, Any]], float]:
+    """((model, inputs, infer() keywords but headers), seconds spent encoding); the tensors are
+    serialised into the InferInputs here, once, and reused by every attempt."""
+    t0 = time.perf_counter()
+    inputs = _grpc_inputs(arrays)
+    encode_s = time.perf_counter() - t0
+    kwargs = {
         "model_version": model_version,
         "outputs": _grpc_outputs(outputs),
         "request_id": request_id,
-        "headers": dict(headers),
         "client_timeout": timeout,
         "compression_algorithm": "gzip" if use_gzip else None,
     }
+    return (model, inputs, kwargs), encode_s
 
 
 class GrpcTransport:
@@ -122,18 +128,17 @@ class GrpcTransport:
         self._client = InferenceServerClient(target, ssl=ssl, root_certificates=root_certificates,
                                              channel_args=list(CHANNEL_ARGS))
 
-    def infer(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
-              outputs: Sequence[str] | None, headers: Mapping[str, str], request_id: str,
-              timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]:
-        t0 = time.perf_counter()
-        inputs = _grpc_inputs(arrays)
-        encode_s = time.perf_counter() - t0
+    encode = staticmethod(_grpc_encode)
+
+    def send(self, request: tuple[str, list[Any], dict[str, Any]], headers: Mapping[str, str],
+             timeout: float | None) -> dict[str, Array]:
+        """One attempt of an encoded request (``timeout`` is already in it)."""
+        model, inputs, kwargs = request
         try:
-            result = self._client.infer(model, inputs, **_grpc_kwargs(
-                model_version, outputs, headers, request_id, timeout, use_gzip))
+            result = self._client.infer(model, inputs, headers=dict(headers), **kwargs)
         except Exception as exc:
             raise _grpc_error(exc) from None
-        return _grpc_result(result), encode_s
+        return _grpc_result(result)
 
     def server_metadata(self, headers: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
         try:
@@ -178,18 +183,17 @@ class AsyncGrpcTransport:
                                                  channel_args=list(CHANNEL_ARGS))
         return self._client
 
-    async def infer(self, model: str, arrays: Mapping[str, Array], *, model_version: str,
-                    outputs: Sequence[str] | None, headers: Mapping[str, str], request_id: str,
-                    timeout: float | None, use_gzip: bool) -> tuple[dict[str, Array], float]:
-        t0 = time.perf_counter()
-        inputs = _grpc_inputs(arrays)
-        encode_s = time.perf_counter() - t0
+    encode = staticmethod(_grpc_encode)
+
+    async def send(self, request: tuple[str, list[Any], dict[str, Any]],
+                   headers: Mapping[str, str], timeout: float | None) -> dict[str, Array]:
+        """One attempt of an encoded request (``timeout`` is already in it)."""
+        model, inputs, kwargs = request
         try:
-            result = await self._get().infer(model, inputs, **_grpc_kwargs(
-                model_version, outputs, headers, request_id, timeout, use_gzip))
+            result = await self._get().infer(model, inputs, headers=dict(headers), **kwargs)
         except Exception as exc:
             raise _grpc_error(exc) from None
-        return _grpc_result(result), encode_s
+        return _grpc_result(result)
 
     async def server_metadata(self, headers: Mapping[str, str],
                               timeout: float | None) -> dict[str, Any]:

@@ -101,6 +101,36 @@ def test_budget_is_configurable(fake_triton: FakeTriton, fake_clock: FakeClock) 
     assert info.value.attempts == 6
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_retries_resend_the_encoded_request(fake_triton: FakeTriton, fake_clock: FakeClock,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  flavour: str) -> None:
+    """A batch's tensors are serialised once; every retry sends that encoded request again."""
+    import sonic_client._transport as transport
+
+    encoded: list[int] = []
+    real_inputs = transport._grpc_inputs
+
+    def counting(arrays: Any) -> list[Any]:
+        encoded.append(1)
+        return real_inputs(arrays)
+
+    monkeypatch.setattr(transport, "_grpc_inputs", counting)
+    fake_triton.fail_next = 3
+    if flavour == "sync":
+        with Client(fake_triton.url, token="good-token", clock=fake_clock,
+                    sleep=fake_clock.sleep) as c:
+            out = c.infer("emtrack_michel", {"main_input": X})
+    else:
+        async with AsyncClient(fake_triton.url, token="good-token", clock=fake_clock,
+                               sleep=fake_clock.async_sleep) as ac:
+            out = await ac.infer("emtrack_michel", {"main_input": X})
+    np.testing.assert_array_equal(out["identity"], X)
+    assert out.stats.retries == 3
+    assert fake_triton.calls == 4
+    assert len(encoded) == 1
+
+
 async def test_async_client_rides_out_a_restart(fake_triton: FakeTriton,
                                                 fake_clock: FakeClock) -> None:
     fake_triton.clock = fake_clock
