@@ -209,7 +209,6 @@ _cached_expiry = functools.lru_cache(maxsize=8)(token_expiry)
 
 
 def _oauth2_client_class() -> Any:
-    _require_oidc()
     # Authlib >= 1.7 prefers the `httpx2` package and warns (AuthlibDeprecationWarning) when it falls
     # back to `httpx`. httpx is what we depend on and what respx mocks, so silence exactly that one
     # warning around the import.
