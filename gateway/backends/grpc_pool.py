@@ -84,6 +84,17 @@ class GrpcBackendPool:
             self._methods[key] = method
         return method
 
+    async def _with_credential(
+        self, backend: Backend, metadata: Metadata, client_authorization: str | None
+    ) -> Metadata:
+        """``metadata``, plus the ``authorization`` that ``backend``'s facility requires, if any.
+
+        Callers test ``self.credentials.providers`` first: most facilities need no credential, and
+        then a call costs no coroutine.
+        """
+        credential = await self.credentials.authorization_for(backend.id, client_authorization)
+        return metadata if credential is None else [*metadata, ("authorization", credential)]
+
     async def open_stream(
         self,
         backend: Backend,
@@ -97,9 +108,7 @@ class GrpcBackendPool:
         Its errors are grpc's: the caller translates them with :func:`translate_rpc_error`.
         """
         if self.credentials.providers:
-            credential = await self.credentials.authorization_for(backend.id, client_authorization)
-            if credential is not None:
-                metadata = [*metadata, ("authorization", credential)]
+            metadata = await self._with_credential(backend, metadata, client_authorization)
         call: grpc.aio.StreamStreamCall = self._channel(backend).stream_stream(SERVICE + name)(
             metadata=metadata or None, timeout=timeout
         )
@@ -116,9 +125,7 @@ class GrpcBackendPool:
     ) -> bytes:
         """Send ``payload`` to ``backend``; a facility that requires its own credential gets it."""
         if self.credentials.providers:  # most facilities need no credential: no await per call
-            credential = await self.credentials.authorization_for(backend.id, client_authorization)
-            if credential is not None:
-                metadata = [*metadata, ("authorization", credential)]
+            metadata = await self._with_credential(backend, metadata, client_authorization)
         try:
             response: bytes = await self._method(backend, name)(
                 payload, metadata=metadata or None, timeout=timeout

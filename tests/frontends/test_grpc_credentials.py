@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as tc
@@ -11,6 +13,10 @@ from prometheus_client import CollectorRegistry
 from gateway.app import Gateway
 from gateway.config import load_settings
 from tests.support.fake_triton import FakeTriton
+
+
+async def _one(model: str, inp: tc.InferInput) -> AsyncIterator[dict[str, Any]]:
+    yield {"model_name": model, "inputs": [inp]}
 
 
 async def test_each_facility_gets_only_its_configured_credential(tmp_path: Path) -> None:
@@ -34,6 +40,7 @@ async def test_each_facility_gets_only_its_configured_credential(tmp_path: Path)
     gateway = Gateway(settings, metrics_registry=CollectorRegistry())
     await gateway.start()
     try:
+        client_token = {"authorization": "Bearer client-token"}
         x = np.ones((1, 1), np.float32)
         inp = tc.InferInput("x", [1, 1], "FP32")
         inp.set_data_from_numpy(x)
@@ -43,6 +50,15 @@ async def test_each_facility_gets_only_its_configured_credential(tmp_path: Path)
         assert "authorization" not in plain.script.seen_metadata[-1]
         assert with_file.script.seen_metadata[-1]["authorization"] == "Bearer facility-secret"
         assert forwarding.script.seen_metadata[-1]["authorization"] == "Bearer client-token"
+        # a stream (ModelStreamInfer) carries it too, and only to the facility that wants it
+        for backend in (plain, with_file):
+            async with tc.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
+                answers = [
+                    a async for a in client.stream_infer(_one(backend.name, inp), headers=client_token)
+                ]
+            assert [error for _, error in answers] == [None]
+        assert "authorization" not in plain.script.seen_metadata[-1]
+        assert with_file.script.seen_metadata[-1]["authorization"] == "Bearer facility-secret"
         # the token file is re-read when the facility's agent rotates it
         token_file.write_text("rotated-secret-with-more-bytes\n")
         async with tc.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
