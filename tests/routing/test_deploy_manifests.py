@@ -26,6 +26,10 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _doc(suffix: str) -> dict[str, Any]:
+    return next(doc for name, doc in _documents() if name.endswith(suffix))
+
+
 def _validate(doc: dict[str, Any]) -> None:
     # strict: unknown fields (typos) are errors too.
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -53,7 +57,7 @@ def test_manifest_is_valid_kubernetes(name: str, doc: dict[str, Any]) -> None:
 
 
 def test_an_invalid_manifest_is_caught() -> None:
-    gateway = next(doc for name, doc in _documents() if name.endswith("Deployment/sonic-gateway"))
+    gateway = _doc("Deployment/sonic-gateway")
     wrong_type = copy.deepcopy(gateway)
     wrong_type["spec"]["replicas"] = "three"
     with pytest.raises(kubernetes_validate.ValidationError, match="'three' is not of type"):
@@ -64,17 +68,12 @@ def test_an_invalid_manifest_is_caught() -> None:
         _validate(typo)
 
 
-def test_the_gateway_config_in_the_configmap_is_a_valid_gateway_config(tmp_path: Path) -> None:
-    config = next(doc for name, doc in _documents() if name.endswith("ConfigMap/sonic-gateway-config"))
-    path = tmp_path / "gateway.yaml"
-    path.write_text(config["data"]["gateway.yaml"])
-    settings = load_settings(path)
+def test_the_gateway_config_in_the_configmap_is_a_valid_gateway_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _shipped_settings(tmp_path, monkeypatch)
     assert settings.redis_url == "redis://redis.sonic.svc:6379/0"
     assert [b.facility for b in settings.backends] == ["facility-a", "facility-b"]
-
-
-def _doc(suffix: str) -> dict[str, Any]:
-    return next(doc for name, doc in _documents() if name.endswith(suffix))
 
 
 def _shipped_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
