@@ -154,9 +154,14 @@ class EnvoyProcess:
 
     async def admin(self, method: str, path: str) -> str:
         assert self._client is not None
+        if not self.admin_url:  # between a death and the restart's admin address
+            raise httpx.ConnectError("envoy's admin interface is not up")
         response = await self._client.request(method, f"{self.admin_url}{path}")
         response.raise_for_status()
         return response.text
+
+    async def admin_get(self, path: str) -> str:
+        return await self.admin("GET", path)
 
     async def listener_ports(self) -> dict[str, int]:
         """Listener name -> bound port (ports given as 0 are chosen by the kernel)."""

@@ -13,6 +13,7 @@ loopback admin interface and turns their increase into the same counter and log 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -82,18 +83,20 @@ class Refusals:
 StatsSource = Callable[[], Awaitable[dict[str, int]]]
 
 
-def envoy_overflow_stats(admin_url: Callable[[], str], timeout_s: float = 2.0) -> StatsSource:
-    """Envoy's overflow counters, ``{"cluster.<name>.<counter>": value}``, from its admin port."""
+AdminGet = Callable[[str], Awaitable[str]]
+
+
+def envoy_overflow_stats(admin_get: AdminGet) -> StatsSource:
+    """Envoy's overflow counters, ``{"cluster.<name>.<counter>": value}``, from its admin port.
+
+    ``admin_get(path)`` is the supervisor's admin call: one kept-alive client for every poll (a new
+    client per poll cost more than the poll itself, mostly building its TLS context).
+    """
 
     async def read() -> dict[str, int]:
-        url = admin_url()
-        if not url:
-            return {}
-        async with httpx.AsyncClient(trust_env=False, timeout=timeout_s) as client:
-            answer = await client.get(f"{url}/stats", params={"format": "json", "filter": "overflow$"})
-            answer.raise_for_status()
+        text = await admin_get("/stats?format=json&filter=overflow$")
         out: dict[str, int] = {}
-        for stat in answer.json().get("stats", []):
+        for stat in json.loads(text).get("stats", []):
             name = stat.get("name")
             if isinstance(name, str) and name.rsplit(".", 1)[-1] in ENVOY_OVERFLOW_COUNTERS:
                 out[name] = int(stat.get("value", 0))
