@@ -3,11 +3,12 @@
 Arms, in the same interleaved rounds, all on one Triton:
 
 1. ``envoy`` - plain Envoy (benchmarks/envoy.py), the peer of the overhead scenario;
-2. ``envoy + grpc_field_extraction`` - the same with the gateway's own extraction filter (model
-   name, version and input shape read from each ModelInfer; it buffers the whole message);
-3. ``gateway's Envoy, auth off`` - the Envoy config the control plane renders (field extraction, the
-   Lua policy filter with its protobuf walk, per-model routes, the gRPC access log to a sink), auth
-   off, published by the gateway's own code for the real model alone: Envoy without Python;
+2. ``envoy + policy filter`` - the same with the gateway's Lua policy filter as rendered, auth off
+   (it buffers each ModelInfer and reads model name, version, batch and tensor parameters from it;
+   on plain Envoy's single route its per-model rules are absent, so it only reads);
+3. ``gateway's Envoy, auth off`` - the Envoy config the control plane renders (the policy filter,
+   per-model routes, retries, outlier detection, the gRPC access log to a sink), auth off,
+   published by the gateway's own code for the real model alone: Envoy without Python;
 4. ``gateway (Envoy + Python), auth on`` - ``sonic-gateway serve``: adds jwt_authn, the per-token
    verdict, and the Python control plane (access-log ingestion = usage records, health, queues).
 
@@ -24,12 +25,10 @@ from benchmarks.envoy import EnvoyFrontend
 from benchmarks.load import LoadPool, LoadSpec
 from benchmarks.procs import Processes, free_port, log
 from benchmarks.report import bar_plot, compare
-from gateway.envoy.render import render_bootstrap
+from gateway.envoy.render import POLICY_FILTER, render_bootstrap
 from gateway.envoy.view import Addresses, StaticView
 from gateway.routing.backend import Backend
 from gateway.triton.launcher import DEFAULT_MODEL_REPOSITORY
-
-EXTRACTION = "envoy.filters.http.grpc_field_extraction"
 
 
 def gateway_filter(name: str) -> dict[str, Any]:
@@ -73,7 +72,7 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
 
     with Processes(workdir) as procs, LoadPool(4) as pool, cp.control_plane() as plane:
         log(
-            "starting Triton (identity_fp32), plain Envoy, Envoy + extraction, the gateway's Envoy, "
+            "starting Triton (identity_fp32), plain Envoy, Envoy + policy filter, the gateway's Envoy, "
             "the gateway"
         )
         (triton,) = procs.tritons([DEFAULT_MODEL_REPOSITORY], ["identity_fp32"])
@@ -82,7 +81,7 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
         env = procs.envoy(
             [
                 EnvoyFrontend("plain", plain_port, "grpc", servers),
-                EnvoyFrontend("extract", fe_port, "grpc", servers, filters=(gateway_filter(EXTRACTION),)),
+                EnvoyFrontend("policy", fe_port, "grpc", servers, filters=(gateway_filter(POLICY_FILTER),)),
             ]
         )
         real = Backend(
@@ -99,7 +98,7 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
         arms = [
             Arm("direct", triton.grpc_address),
             Arm("envoy", f"127.0.0.1:{plain_port}", (), env.proc.pid),
-            Arm("envoy + grpc_field_extraction", f"127.0.0.1:{fe_port}", (), env.proc.pid),
+            Arm("envoy + policy filter", f"127.0.0.1:{fe_port}", (), env.proc.pid),
             Arm("gateway's Envoy, auth off", f"127.0.0.1:{gw_envoy.grpc_port}", (), gw_envoy.pid),
             Arm(
                 "gateway (Envoy + Python), auth on",
@@ -165,11 +164,10 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
         "params": {"rounds": rounds, "duration_s": duration},
         "notes": [
             "Each arm adds pieces to the one above it; 'step' is its CPU per request minus the previous "
-            "arm's. envoy + grpc_field_extraction uses the filter exactly as gateway/envoy/render.py "
-            "renders it. gateway's Envoy, auth off = render_bootstrap + the ADS server for the real model "
-            "alone "
-            "(field extraction, Lua policy filter, per-model routes, gRPC access log to a sink that drops "
-            "it), no Python process. The last arm is `sonic-gateway serve` with auth on: it adds "
+            "arm's. envoy + policy filter uses the Lua filter exactly as gateway/envoy/render.py "
+            "renders it (auth off). gateway's Envoy, auth off = render_bootstrap + the ADS server for the "
+            "real model alone (policy filter, per-model routes, gRPC access log to a sink that drops it), "
+            "no Python process. The last arm is `sonic-gateway serve` with auth on: it adds "
             "jwt_authn, the Lua verdict table and Python (usage records from the access-log stream, "
             "health and queue probes, the 0.25 s sync loop).",
             "All Envoys run 2 worker threads. CPU is each process tree's utime+stime per request; the two "

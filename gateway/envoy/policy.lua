@@ -79,78 +79,102 @@ local function varint(s, pos)
   return nil
 end
 
--- Calls visit(field, wire, start, length) for each field of the message body[start, start+length)
--- (0-based offsets into the buffered body); returns false when the bytes are not protobuf.
--- Only keys and lengths are read: tensor bytes are skipped, never copied.
-local function walk(body, start, length, visit)
+-- Calls visit(field, wire, start, length, value) for each field of the message at [start,
+-- start+length) (0-based offsets; value: a varint field's value); false when the bytes are not
+-- protobuf or visit said no. read(pos, n) gives a string holding bytes [pos, pos+n) and the 1-based
+-- index where they start in it. Only keys and lengths are read: tensor bytes are skipped.
+local function walk(read, start, length, visit)
   local pos, limit = start, start + length
   while pos < limit do
-    local head = body:getBytes(pos, math.min(20, limit - pos))
-    local key, next = varint(head, 1)
+    local s, i = read(pos, math.min(20, limit - pos))
+    local key, next = varint(s, i)
     if key == nil then return false end
     local field, wire = math.floor(key / 8), key % 8
-    local size
+    local size, value = 0, nil
     if wire == 0 then
-      local _, after = varint(head, next)
-      if after == nil then return false end
-      size = 0; next = after
+      value, next = varint(s, next)
+      if value == nil then return false end
     elseif wire == 1 then size = 8
     elseif wire == 5 then size = 4
     elseif wire == 2 then
-      size, next = varint(head, next)
+      size, next = varint(s, next)
       if size == nil then return false end
     else return false end
-    local value_start = pos + next - 1
+    local value_start = pos + (next - i)
     if field == 0 or value_start + size > limit then return false end
-    if visit(field, wire, value_start, size) == false then return false end
+    if visit(field, wire, value_start, size, value) == false then return false end
     pos = value_start + size
   end
   return true
 end
 
--- A ModelInfer the fast path may forward: uncompressed, well-formed, and no per-tensor parameters
--- (a shared-memory region is named there; the Python path refuses those with a clear message).
--- A small message is copied out once and walked in Lua (one call into Envoy, not one per field);
--- a large one is walked in Envoy's buffer, reading only keys and lengths.
-local SMALL = 65536
-local StringBuffer = {}
-StringBuffer.__index = StringBuffer
-function StringBuffer:getBytes(pos, n) return string.sub(self.s, pos + 1, pos + n) end
+-- A tensor's parameters entry (a map entry: key, value) that may name a shared-memory region: Triton
+-- reads one only from the keys "shared_memory_*", and protobuf stores a key as its raw bytes.
+local MAX_PARAMETER = 4096
+local function names_region(text, start, size)
+  return size > MAX_PARAMETER or string.find(text(start, size), "shared_memory", 1, true) ~= nil
+end
 
-local function grpc_body_ok(handle)
+-- What the fast path needs from a ModelInferRequest, read in Lua (no extraction filter, no copy of
+-- a large message): model_name (1), model_version (2) and the first input's (5) first shape entry
+-- (3), the batch. nil when the message is not one whole uncompressed protobuf message or a tensor
+-- (input 5 / requested output 6) names a shared-memory region: the Python path answers those, and
+-- refuses regions with a clear message. A field sent twice counts as Triton's parser counts it: the
+-- last one wins. A small message is copied out once and read in place; a large one stays in
+-- Envoy's buffer and only field heads are copied. A malformed frame returns nil and what is wrong.
+local SMALL = 16384
+local function grpc_request(handle)
   local body = handle:body()
-  if body == nil or body:length() < 5 then return false end
-  if body:length() <= SMALL then body = setmetatable({ s = body:getBytes(0, body:length()) }, StringBuffer) end
+  if body == nil then return nil end
+  local size = body:length()
+  if size < 5 then return nil end
   local prefix = body:getBytes(0, 5)
-  if string.byte(prefix, 1) ~= 0 then return false end
+  if string.byte(prefix, 1) ~= 0 then return nil end
   local b2, b3, b4, b5 = string.byte(prefix, 2, 5)
   local length = ((b2 * 256 + b3) * 256 + b4) * 256 + b5
-  if 5 + length ~= handle:body():length() then return false end
-  return walk(body, 5, length, function(field, wire, start, size)
-    if (field == 5 or field == 6) and wire == 2 then
+  if 5 + length ~= size then
+    -- Not one whole message (truncated, or more than one): the call cannot be served on any path.
+    return nil, nil, nil, "a ModelInfer call carries exactly one gRPC message: its length prefix says " ..
+      string.format("%d bytes, %d arrived", length, size - 5)
+  end
+  local read, text
+  if size <= SMALL then
+    local whole = body:getBytes(0, size)
+    read = function(pos) return whole, pos + 1 end
+    text = function(pos, n) return string.sub(whole, pos + 1, pos + n) end
+  else
+    read = function(pos, n) return body:getBytes(pos, n), 1 end
+    text = function(pos, n) return body:getBytes(pos, n) end
+  end
+  local model, version, batch = nil, "", nil
+  local ok = walk(read, 5, length, function(field, wire, start, span)
+    if wire ~= 2 then return true end
+    if field == 1 then model = text(start, span)
+    elseif field == 2 then version = text(start, span)
+    elseif field == 5 or field == 6 then
       local params = field == 5 and 4 or 2
-      return walk(body, start, size, function(f, w) return f ~= params end)
+      local first = field == 5 and batch == nil
+      return walk(read, start, span, function(f, w, at, n, value)
+        if f == params then return w == 2 and not names_region(text, at, n) end
+        if first and f == 3 then
+          first = false
+          if w == 0 then batch = value
+          elseif w == 2 and n > 0 then
+            local s, i = read(at, math.min(10, n))
+            batch = varint(s, i) or 0
+          end
+        end
+        return true
+      end)
     end
     return true
   end)
+  if not ok or model == nil then return nil end
+  return model, version, batch
 end
 
--- Model and version of an inference request, or nil for anything else.
-local function target(handle, headers)
-  local path = headers:get(":path")
-  if path == GRPC_INFER then
-    local fields = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.grpc_field_extraction")
-    if fields == nil then return nil end
-    local name, version = fields["model_name"], fields["model_version"]
-    if type(name) == "table" then name = name[1] end
-    if type(version) == "table" then version = version[1] end
-    if version == nil then version = "" end
-    local shape = fields["inputs.shape"]
-    if type(shape) == "table" and tonumber(shape[1]) ~= nil then
-      handle:streamInfo():dynamicMetadata():set("sonic", "batch", tonumber(shape[1]))
-    end
-    return name, version
-  end
+-- Model and version of a KServe v2 REST inference path, or nil for anything else.
+local function rest_target(path)
   local m, v = string.match(path, "^/v2/models/([^/?%%]+)/versions/([^/?%%]+)/infer$")
   if m ~= nil then return m, v end
   m = string.match(path, "^/v2/models/([^/?%%]+)/infer$")
@@ -172,9 +196,7 @@ local function rest_body_ok(handle, header_length)
   if json_size > 1048576 then return false end
   local json = body:getBytes(0, json_size)
   if string.find(json, "\\", 1, true) or string.find(json, "shared_memory", 1, true) then return false end
-  local batch = string.match(json, '"shape"%s*:%s*%[%s*(%d+)')
-  if batch ~= nil then handle:streamInfo():dynamicMetadata():set("sonic", "batch", tonumber(batch)) end
-  return true
+  return true, tonumber(string.match(json, '"shape"%s*:%s*%[%s*(%d+)'))
 end
 
 local function allowed(groups, route_groups)
@@ -200,8 +222,17 @@ function envoy_on_request(handle)
   local headers = handle:headers()
   -- A route chosen (by an earlier filter) while a client's x-sonic-* headers were present is void.
   if strip_internal(headers) then handle:clearRouteCache() end
-  local model, version = target(handle, headers)
-  if model == nil or string.find(model, "[%c]") then return end
+  local path = headers:get(":path")
+  local grpc = path == GRPC_INFER
+  local model, version
+  if grpc then
+    -- A compressed message cannot be read here: the Python path decodes it.
+    local encoding = headers:get("grpc-encoding")
+    if encoding ~= nil and encoding ~= "identity" then return end
+  else
+    model, version = rest_target(path)
+    if model == nil then return end
+  end
   -- A deadline the client sent (sonic_client's sonic-timeout-ms) bounds the fast path too.
   local timeout = tonumber(headers:get("sonic-timeout-ms") or "")
   if timeout ~= nil and timeout >= 1 and timeout < MAX_TIMEOUT_MS then
@@ -209,17 +240,29 @@ function envoy_on_request(handle)
   end
   -- The body first: handle:body() must run before anything else yields (httpCall), and header
   -- objects taken before a yield are stale after it.
-  local body_ok
-  if headers:get(":path") == GRPC_INFER then
-    body_ok = grpc_body_ok(handle)
+  local batch
+  if grpc then
+    local problem
+    model, version, batch, problem = grpc_request(handle)
+    if problem ~= nil then
+      -- Answered here, as Triton answers it: no gRPC server behind this one would (Python's waits).
+      handle:respond({
+        [":status"] = "200", ["content-type"] = "application/grpc",
+        ["grpc-status"] = "3", ["grpc-message"] = problem,
+      }, "")
+      return
+    end
+    if model == nil then return end
   else
     -- A compressed body cannot be checked here: the Python path decompresses and checks it.
     local encoding = headers:get("content-encoding")
-    body_ok = (encoding == nil or encoding == "identity")
-      and rest_body_ok(handle, headers:get("inference-header-content-length"))
+    if encoding ~= nil and encoding ~= "identity" then return end
+    local ok
+    ok, batch = rest_body_ok(handle, headers:get("inference-header-content-length"))
+    if not ok then return end
   end
+  if string.find(model, "[%c]") then return end
   headers = handle:headers()
-  if not body_ok then return end
   local who
   if AUTH then
     who = principal(handle, headers:get("authorization"))
@@ -247,12 +290,12 @@ function envoy_on_request(handle)
   meta:set("sonic", "version", version)
   meta:set("sonic", "subject", who.subject)
   meta:set("sonic", "issuer", who.issuer)
+  if batch ~= nil then meta:set("sonic", "batch", batch) end
   if RATE_LIMITED then
     -- What the rate-limit service charges (strings: Envoy's descriptor entries are text).
     local groups = {}
     for g, _ in pairs(who.groups) do groups[#groups + 1] = g end
     table.sort(groups)
-    local batch = meta:get("sonic")["batch"]
     meta:set("sonic", "rl_groups", #groups > 0 and table.concat(groups, " ") or "-")
     meta:set("sonic", "rl_inferences", tostring(math.floor(tonumber(batch) or 0)))
     meta:set("sonic", "rl_bytes", tostring(handle:body():length()))

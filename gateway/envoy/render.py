@@ -8,13 +8,11 @@ health, draining and load reach Envoy without a restart and without touching ope
 
 from __future__ import annotations
 
-import base64
 import functools
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
-from gateway.envoy.descriptors import SERVICE, triton_descriptor_set
 from gateway.envoy.view import DataPlaneView, Endpoint, ModelView, StaticView
 
 Json = dict[str, Any]
@@ -42,8 +40,8 @@ SLOW_PATH_MAX_REQUESTS = 10000
 ROUTES_GRPC = "sonic_grpc"
 ROUTES_HTTP = "sonic_http"
 POLICY_FILTER = "sonic.policy"
-GRPC_INFER = f"/{SERVICE}/ModelInfer"
-# Large requests: grpc_field_extraction buffers one whole ModelInfer message before routing it.
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# Large requests: the policy filter buffers one whole ModelInfer message before routing it.
 WINDOW_BYTES = 64 * 1024 * 1024
 # Request headers recorded with each fast-path request (the usage record's job and dataset).
 LOGGED_REQUEST_HEADERS = ("sonic-job-id", "sonic-dataset", "x-request-id")
@@ -185,59 +183,6 @@ def _jwt_filter(static: StaticView) -> Json:
     }
 
 
-def _field_extraction_filter() -> Json:
-    """The extraction, skipped for compressed messages (it cannot read them and would refuse the
-    call): those carry no model for the policy filter, so they take the Python path, which decodes."""
-    encoding = {
-        "name": "grpc-encoding",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-            "header_name": "grpc-encoding",
-        },
-    }
-    compressed = {
-        "and_matcher": {
-            "predicate": [
-                {"single_predicate": {"input": encoding, "value_match": {"safe_regex": {"regex": ".+"}}}},
-                {
-                    "not_matcher": {
-                        "single_predicate": {"input": encoding, "value_match": {"exact": "identity"}}
-                    }
-                },
-            ]
-        }
-    }
-    skip = {
-        "name": "skip",
-        "typed_config": {"@type": f"{T_EXT}.filters.common.matcher.action.v3.SkipFilter"},
-    }
-    return {
-        "name": "envoy.filters.http.grpc_field_extraction",
-        "typed_config": {
-            "@type": f"{T_EXT}.common.matching.v3.ExtensionWithMatcher",
-            "matcher": {
-                "matcher_list": {"matchers": [{"predicate": compressed, "on_match": {"action": skip}}]}
-            },
-            "extension_config": {
-                "name": "envoy.filters.http.grpc_field_extraction",
-                "typed_config": {
-                    "@type": f"{T_FILTERS}.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
-                    "descriptor_set": {"inline_bytes": base64.b64encode(triton_descriptor_set()).decode()},
-                    "extractions_by_method": {
-                        f"{SERVICE}.ModelInfer": {
-                            "request_field_extractions": {
-                                "model_name": {},
-                                "model_version": {},
-                                "inputs.shape": {},
-                            }
-                        }
-                    },
-                },
-            },
-        },
-    }
-
-
 RATE_LIMIT_DOMAIN = "sonic"
 # Descriptor entries of a fast-path request, read by gateway.envoy.ratelimit (all from the policy
 # filter's dynamic metadata; groups are percent-encoded and space-separated, "-" for none).
@@ -308,8 +253,6 @@ def _access_log(static: StaticView) -> Json:
 
 def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: bool) -> Json:
     filters: list[Json] = []
-    if grpc:
-        filters.append(_field_extraction_filter())
     if static.auth_enabled and static.issuers:
         filters.append(_jwt_filter(static))
     filters.append(

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from benchmarks.envoy import WINDOW_BYTES, EnvoyFrontend, command, render_bootstrap, render_config
-from benchmarks.envoycost import EXTRACTION, gateway_filter
+from benchmarks.envoycost import gateway_filter
 from benchmarks.procs import gateway_config
 from benchmarks.report import Sample
 from gateway.envoy import render as gateway_render
+from gateway.envoy.render import POLICY_FILTER
 
 
 def _envoy_binary() -> str | None:
@@ -84,14 +85,15 @@ def test_bad_input_is_refused() -> None:
 
 
 def test_extra_filters_go_before_the_router() -> None:
-    extraction = gateway_filter(EXTRACTION)
-    # The gateway's filter, as rendered: the extraction wrapped to skip compressed messages.
-    assert "extractions_by_method" in extraction["typed_config"]["extension_config"]["typed_config"]
+    policy = gateway_filter(POLICY_FILTER)
+    # The gateway's filter, as rendered: the Lua policy with auth off.
+    assert "envoy_on_request" in policy["typed_config"]["default_source_code"]["inline_string"]
+    assert "local AUTH = false" in policy["typed_config"]["default_source_code"]["inline_string"]
     boot = render_bootstrap(
-        [EnvoyFrontend("x", 9100, "grpc", ("127.0.0.1:9001",), filters=(extraction,))], admin_port=1
+        [EnvoyFrontend("x", 9100, "grpc", ("127.0.0.1:9001",), filters=(policy,))], admin_port=1
     )
     names = [f["name"] for f in _hcm(boot["static_resources"]["listeners"][0])["http_filters"]]
-    assert names == [EXTRACTION, "envoy.filters.http.router"]
+    assert names == [POLICY_FILTER, "envoy.filters.http.router"]
     with pytest.raises(KeyError):
         gateway_filter("no.such.filter")
 
@@ -111,9 +113,9 @@ def test_envoy_validates_the_generated_config(tmp_path: Path) -> None:
                 EnvoyFrontend("grpc", 19100, "grpc", ("127.0.0.1:9001", "127.0.0.1:9011")),
                 EnvoyFrontend("full", 19101, "grpc", ("127.0.0.1:9001",), choice_count=100),
                 EnvoyFrontend("rest", 19200, "http", ("127.0.0.1:9000",)),
-                # The cost breakdown's arm: the gateway's own extraction filter before the router.
+                # The cost breakdown's arm: the gateway's own policy filter before the router.
                 EnvoyFrontend(
-                    "extract", 19102, "grpc", ("127.0.0.1:9001",), filters=(gateway_filter(EXTRACTION),)
+                    "policy", 19102, "grpc", ("127.0.0.1:9001",), filters=(gateway_filter(POLICY_FILTER),)
                 ),
             ],
             admin_port=0,

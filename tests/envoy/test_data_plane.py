@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from gateway.app import Gateway
@@ -273,6 +275,63 @@ async def test_shared_memory_is_refused_on_the_envoy_path(edge: Edge) -> None:
     assert "shared memory" in answer.text.lower()
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
     assert envoy_stat(gateway, _cluster_stat(MODEL, grpc=False)) == 0
+
+
+async def test_a_large_message_naming_a_region_is_refused_and_a_chance_match_is_served(
+    edge: Edge, tritons: list[TritonServer]
+) -> None:
+    """Envoy reads each tensor's parameters, whatever the message's size: a large message naming a
+    region is refused too, while tensor bytes that merely contain the key's letters are no parameter
+    and take the fast path, served as Triton serves them."""
+    gateway, _, issuer = edge
+    headers = {"authorization": f"Bearer {issuer.token()}"}
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    region = grpcclient.InferInput("INPUT0", [1, 48, 48, 1], "FP32")
+    region.set_shared_memory("someone-elses-region", 9216)
+    padding = grpcclient.InferInput("PADDING", [1, 48, 48, 10], "FP32")  # ~92 KB of raw tensor bytes
+    padding.set_data_from_numpy(np.zeros((1, 48, 48, 10), dtype=np.float32))
+    async with grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
+        with pytest.raises(InferenceServerException) as info:
+            await client.infer(MODEL, [region, padding], headers=headers)
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "shared memory" in (info.value.message() or "").lower()
+        raw = bytearray(9216)
+        raw[100:113] = b"shared_memory"
+        x = np.frombuffer(bytes(raw), dtype=np.float32).reshape(1, 48, 48, 1)
+        result = await client.infer(MODEL, _grpc_inputs(x), headers=headers)
+    async with grpcclient.InferenceServerClient(tritons[0].grpc_address) as direct:
+        expected = (await direct.infer(MODEL, _grpc_inputs(x))).as_numpy("OUTPUT0")
+    got = result.as_numpy("OUTPUT0")
+    assert got is not None
+    assert expected is not None
+    assert got.tobytes() == expected.tobytes()
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
+
+
+async def test_a_model_name_sent_twice_is_routed_by_the_one_triton_reads(edge: Edge) -> None:
+    """Protobuf's last value wins, in Triton's parser and in Envoy's policy filter alike: a request
+    whose first model_name is a servable model but whose last is not is never sent to a backend as
+    the first."""
+    gateway, _, issuer = edge
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    x = _patches(1)
+    tensor = request.inputs.add(name="INPUT0", datatype="FP32", shape=list(x.shape))
+    assert tensor is not None
+    request.raw_input_contents.append(x.tobytes())
+    other = service_pb2.ModelInferRequest(model_name="no_such_model")
+    payload = request.SerializeToString() + other.SerializeToString()  # model_name twice, last wins
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda b: b,
+            response_deserializer=service_pb2.ModelInferResponse.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(payload, metadata=(("authorization", f"Bearer {issuer.token()}"),))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+    assert "no_such_model" in (info.value.details() or "")
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
 
 
 async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:
