@@ -39,6 +39,8 @@ class EnvoyFrontend:
     choice_count: int | None = None
     # HTTP filters put before the router (the cost breakdown adds the gateway's own, one at a time).
     filters: tuple[Json, ...] = ()
+    # Answer every request itself (200, no body) instead of proxying: the filter chain's cost alone.
+    answer_directly: bool = False
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -75,7 +77,9 @@ def _listener(fe: EnvoyFrontend, timeout_s: int) -> Json:
                     "name": fe.name,
                     "domains": ["*"],
                     "routes": [
-                        {
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 200}}
+                        if fe.answer_directly
+                        else {
                             "match": {"prefix": "/"},
                             "route": {"cluster": f"{fe.name}_servers", "timeout": f"{timeout_s}s"},
                         }

@@ -284,11 +284,17 @@ class Processes:
 
     # -- plain Envoy ------------------------------------------------------------------------------
 
-    def envoy(self, frontends: list[plain_envoy.EnvoyFrontend], name: str = "envoy") -> EnvoyProc:
+    def envoy(
+        self,
+        frontends: list[plain_envoy.EnvoyFrontend],
+        name: str = "envoy",
+        concurrency: int = plain_envoy.CONCURRENCY,
+    ) -> EnvoyProc:
         admin_port = free_port()
         path = self.workdir / f"{name}.json"
         path.write_text(plain_envoy.render_config(frontends, admin_port=admin_port))
-        proc = self.popen(plain_envoy.command(plain_envoy.envoy_path(), str(path)), name)
+        command = plain_envoy.command(plain_envoy.envoy_path(), str(path), concurrency=concurrency)
+        proc = self.popen(command, name)
         admin = f"127.0.0.1:{admin_port}"
         wait_envoy_ready(admin, 60, proc)
         for fe in frontends:

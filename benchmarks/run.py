@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="overhead/http: add a second gateway arm started with this environment",
+        help="overhead/http: add a second gateway arm started with this environment; filterchain: "
+        "a policy-filter arm rendered by code run with it",
     )
     args = parser.parse_args(argv)
     variant = dict(item.split("=", 1) for item in args.variant_env) or None

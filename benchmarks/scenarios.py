@@ -925,6 +925,15 @@ def envoycost(ctx: Context) -> tuple[dict[str, Any], Columns]:
     return ec.run(ctx.workdir, ctx.outdir, quick=ctx.quick, command=ctx.command), list(ec.COLUMNS)
 
 
+def filterchain(ctx: Context) -> tuple[dict[str, Any], Columns]:
+    from benchmarks import filterchain as fc
+
+    result = fc.run(
+        ctx.workdir, ctx.outdir, quick=ctx.quick, command=ctx.command, variant_env=ctx.variant_env
+    )
+    return result, list(fc.COLUMNS)
+
+
 SCENARIOS = {
     "overhead": overhead,
     "auth": auth,
@@ -934,4 +943,5 @@ SCENARIOS = {
     "routing": routing,
     "controlplane": controlplane,
     "envoycost": envoycost,
+    "filterchain": filterchain,
 }

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tritonclient.grpc import service_pb2
 
 from benchmarks.envoy import WINDOW_BYTES, EnvoyFrontend, command, render_bootstrap, render_config
 from benchmarks.envoycost import gateway_filter
+from benchmarks.filterchain import infer_frame
 from benchmarks.procs import gateway_config
 from benchmarks.report import Sample
 from gateway.envoy import render as gateway_render
@@ -113,6 +115,7 @@ def test_envoy_validates_the_generated_config(tmp_path: Path) -> None:
                 EnvoyFrontend("grpc", 19100, "grpc", ("127.0.0.1:9001", "127.0.0.1:9011")),
                 EnvoyFrontend("full", 19101, "grpc", ("127.0.0.1:9001",), choice_count=100),
                 EnvoyFrontend("rest", 19200, "http", ("127.0.0.1:9000",)),
+                EnvoyFrontend("direct", 19201, "grpc", ("127.0.0.1:9",), answer_directly=True),
                 # The cost breakdown's arm: the gateway's own policy filter before the router.
                 EnvoyFrontend(
                     "policy", 19102, "grpc", ("127.0.0.1:9001",), filters=(gateway_filter(POLICY_FILTER),)
@@ -176,3 +179,17 @@ def test_sample_splits_envoy_and_python_cpu_and_counts_the_fast_path() -> None:
     plain.add([0.001], 1.0, 0, 0.01)
     assert "envoy_cpu_ms_per_req" not in plain.summary()
     assert "fast_path_share" not in plain.summary()
+
+
+def test_a_frontend_can_answer_directly_for_the_filter_chain_scenario() -> None:
+    boot = render_bootstrap(
+        [EnvoyFrontend("x", 9100, "grpc", ("127.0.0.1:9",), answer_directly=True)], admin_port=1
+    )
+    (route,) = _hcm(boot["static_resources"]["listeners"][0])["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["direct_response"] == {"status": 200}
+    frame = infer_frame(1)
+    assert frame[0] == 0
+    assert int.from_bytes(frame[1:5], "big") == len(frame) - 5
+    request = service_pb2.ModelInferRequest.FromString(frame[5:])
+    assert (request.model_name, list(request.inputs[0].shape)) == ("identity_fp32", [1, 48, 48, 1])
+    assert len(request.raw_input_contents[0]) == 48 * 48 * 4
