@@ -8,11 +8,12 @@ filter chain differs between arms: the same Envoy process (one worker thread), l
 
 1. ``no filter`` - Envoy's HTTP/2 codec and router alone;
 2. ``empty Lua filter`` - a Lua filter whose ``envoy_on_request`` does nothing (Lua's own floor);
-3. ``policy filter`` - the gateway's Lua policy filter exactly as rendered (auth off): strips the
-   marks, buffers and reads the message (model, version, batch, tensor parameters), then falls back
-   to the slow-path branch (plain Envoy's route has no per-model rules);
-4. ``policy filter (variant)``, with ``--variant-env``: the filter as other code renders it (e.g.
-   ``PYTHONPATH=/tmp/base``, an older checkout), for an A/B of a change.
+3. ``gateway's filters`` - the HTTP filters of the gateway's public gRPC listener exactly as
+   rendered with auth off (today the Lua policy filter alone): it strips the marks, buffers and reads
+   the message (model, version, batch, tensor parameters), then takes its slow-path branch (this
+   route has no per-model rules);
+4. ``gateway's filters (variant)``, with ``--variant-env``: the same chain as other code renders it
+   (e.g. ``PYTHONPATH=/tmp/base``, an older checkout's ``gateway`` package), for an A/B of a change.
 
 Batch 1 (9.3 KB: read from one copy) and batch 64 (590 KB: walked in Envoy's buffer).
 """
@@ -32,10 +33,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from benchmarks.envoy import EnvoyFrontend
-from benchmarks.envoycost import gateway_filter
 from benchmarks.procs import Processes, free_port, log, tree_cpu_seconds
 from benchmarks.report import bar_plot
-from gateway.envoy.render import POLICY_FILTER
 
 H2LOAD = "h2load"
 INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
@@ -71,22 +70,34 @@ def _lua(name: str, source: str) -> dict[str, Any]:
     }
 
 
-def _variant_policy(env: dict[str, str]) -> dict[str, Any]:
-    """The policy filter as another checkout renders it (a subprocess with that environment)."""
-    code = (
-        "import json; from benchmarks.envoycost import gateway_filter; "
-        "from gateway.envoy.render import POLICY_FILTER; print(json.dumps(gateway_filter(POLICY_FILTER)))"
-    )
+# Run in a subprocess, from a scratch directory, so that a variant's PYTHONPATH decides which
+# gateway package renders the chain (the repository root would come first on sys.path otherwise).
+_RENDER_CHAIN = """
+import json
+from gateway.envoy.render import render_bootstrap
+from gateway.envoy.view import Addresses, StaticView
+port = ("127.0.0.1", 1)
+static = StaticView(addresses=Addresses(port, port, port, port, port), issuers=(), auth_enabled=False)
+(grpc,) = [x for x in render_bootstrap(static)["static_resources"]["listeners"] if x["name"] == "public_grpc"]
+chain = grpc["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+print(json.dumps([f for f in chain if f["name"] != "envoy.filters.http.router"]))
+"""
+
+
+def gateway_chain(workdir: Path, env: dict[str, str] | None = None) -> tuple[dict[str, Any], ...]:
+    """The HTTP filters of the gateway's public gRPC listener (auth off), router excluded, as the
+    gateway package found with ``env`` renders them."""
     out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, **env},
+        [sys.executable, "-c", _RENDER_CHAIN],
+        env={**os.environ, **(env or {})},
+        cwd=workdir,
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    found: dict[str, Any] = json.loads(out.stdout)
-    return found
+    chain: list[dict[str, Any]] = json.loads(out.stdout)
+    return tuple(chain)
 
 
 def _h2load(port: int, body: Path, requests: int) -> tuple[int, str]:
@@ -114,12 +125,10 @@ def run(
     arms: dict[str, tuple[dict[str, Any], ...]] = {
         "no filter": (),
         "empty Lua filter": (_lua("empty", "function envoy_on_request(handle) end"),),
-        "policy filter": (gateway_filter(POLICY_FILTER),),
+        "gateway's filters": gateway_chain(workdir),
     }
     if variant_env:
-        variant = _variant_policy(variant_env)
-        variant["name"] = "variant"
-        arms["policy filter (variant)"] = (variant,)
+        arms["gateway's filters (variant)"] = gateway_chain(workdir, variant_env)
     rounds, requests = (3, 5000) if quick else (7, 20000)
     ports = {name: free_port() for name in arms}
     frontends = [
@@ -177,8 +186,9 @@ def run(
             "itself, so the arms differ only in their HTTP filters. CPU is the Envoy process's "
             "utime+stime over each h2load run (clock ticks of 10 ms: ~0.5 us/request resolution at "
             "batch 1), median over interleaved rounds.",
-            "policy filter = gateway/envoy/render.py's Lua policy exactly as rendered with auth off; on "
-            "this route it reads the whole message and then takes its fall-back branch (no per-model "
-            "rules here), so the fast-path branch's few metadata writes are not included.",
+            "gateway's filters = the public gRPC listener's HTTP filters from gateway/envoy/render.py, "
+            "auth off, router excluded; on this route the policy filter reads the whole message and "
+            "then takes its fall-back branch (no per-model rules here), so the fast-path branch's few "
+            "metadata writes are not included.",
         ],
     }
