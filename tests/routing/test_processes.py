@@ -61,6 +61,8 @@ async def two_gateways(tmp_path: Path) -> AsyncIterator[tuple[list[int], FakeTri
                     {"facility": "fast", "grpc": fast.address},
                 ],
                 "routing": {"health_interval_s": 0.5},
+                # Stopped at teardown: what the test left in flight need not get the default 30 s.
+                "shutdown_grace_s": 2,
                 # 4 big requests' worth of bytes, refilled slowly: the 5th must wait whoever serves it.
                 "limits": {"default": {"bytes_per_s": BIG / 10, "burst_s": 40.5}},
             }
