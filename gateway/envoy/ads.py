@@ -49,6 +49,47 @@ _MESSAGES: dict[str, Any] = {
 _ORDER = (T_CLUSTER, T_ENDPOINTS, T_ROUTES)
 
 
+_LB_ENDPOINT_KEYS = frozenset({"endpoint", "load_balancing_weight", "metadata"})
+
+
+def _endpoints_directly(body: dict[str, Any]) -> Any | None:
+    """The ClusterLoadAssignment :func:`render_endpoints` writes, built field by field (None for any
+    other shape). json_format.ParseDict is pure Python: ~3 ms per 50-endpoint model, so a capacity
+    change at 50 facilities x 200 models (every model of one facility re-sent) spent 0.7 s there."""
+    if set(body) != {"cluster_name", "endpoints"}:
+        return None
+    message = endpoint_pb2.ClusterLoadAssignment(cluster_name=body["cluster_name"])
+    for group in body["endpoints"]:
+        if set(group) != {"lb_endpoints"}:
+            return None
+        locality = message.endpoints.add()
+        for lb in group["lb_endpoints"]:
+            endpoint, metadata = lb.get("endpoint"), lb.get("metadata")
+            if set(lb) != _LB_ENDPOINT_KEYS or set(endpoint) != {"address", "hostname"}:
+                return None
+            if set(endpoint["address"]) != {"socket_address"} or set(metadata) != {"filter_metadata"}:
+                return None
+            socket = endpoint["address"]["socket_address"]
+            if set(socket) != {"address", "port_value"}:
+                return None
+            out = locality.lb_endpoints.add()
+            out.endpoint.address.socket_address.address = socket["address"]
+            out.endpoint.address.socket_address.port_value = socket["port_value"]
+            out.endpoint.hostname = endpoint["hostname"]
+            out.load_balancing_weight.value = lb["load_balancing_weight"]
+            for name, fields in metadata["filter_metadata"].items():
+                out.metadata.filter_metadata[name].update(fields)
+    return message
+
+
+def _message(type_url: str, body: dict[str, Any]) -> Any:
+    if type_url == T_ENDPOINTS:
+        direct = _endpoints_directly(body)
+        if direct is not None:
+            return direct
+    return json_format.ParseDict(body, _MESSAGES[type_url]())
+
+
 @dataclass
 class PushStats:
     resources_changed: int = 0
@@ -80,7 +121,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 text = json.dumps(body, sort_keys=True)
                 packed = old.resources.get(name)
                 if packed is None or self._texts.get((type_url, name)) != text:
-                    message = json_format.ParseDict(body, _MESSAGES[type_url]())
+                    message = _message(type_url, body)
                     packed = any_pb2.Any()
                     packed.Pack(message)
                     self._texts[(type_url, name)] = text

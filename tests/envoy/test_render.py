@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf import json_format
 
-from gateway.envoy.ads import AdsPublisher, AdsServer
+from gateway.envoy.ads import AdsPublisher, AdsServer, _endpoints_directly, _message
 from gateway.envoy.binary import envoy_binary
 from gateway.envoy.controlplane import build_view, issuer_rules
 from gateway.envoy.render import (
     SLOW_GRPC,
+    T_ENDPOINTS,
     encode_group,
     grpc_cluster,
     http_cluster,
@@ -150,6 +153,22 @@ def test_equal_views_push_nothing_twice(tmp_path: Path) -> None:
     assert publisher.publish(view).resources_changed == 0
     queued = build_view(_registry().snapshot, pending=lambda b: {"cnn": 1}, model_groups=lambda m: None)
     assert publisher.publish(queued).resources_changed == 2  # only cnn's two endpoint sets
+
+
+def test_endpoints_built_directly_equal_what_protobuf_parses(tmp_path: Path) -> None:
+    """The fast converter for endpoint sets (json_format.ParseDict was most of a big push) builds the
+    same message ParseDict does, and leaves any other shape to ParseDict."""
+    view = build_view(_registry().snapshot, pending=lambda b: {"cnn": 2}, model_groups=lambda m: None)
+    rendered = render_endpoints(_static(tmp_path), view)
+    assert rendered
+    for body in rendered.values():
+        parsed = json_format.ParseDict(body, endpoint_pb2.ClusterLoadAssignment())
+        assert _endpoints_directly(body) == parsed
+        assert _message(T_ENDPOINTS, body) == parsed
+    body = next(iter(rendered.values()))
+    odd = {**body, "policy": {"overprovisioning_factor": 140}}
+    assert _endpoints_directly(odd) is None
+    assert _message(T_ENDPOINTS, odd) == json_format.ParseDict(odd, endpoint_pb2.ClusterLoadAssignment())
 
 
 def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
