@@ -12,8 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import grpc
@@ -27,9 +26,8 @@ from gateway.routing.registry import Snapshot
 log = logging.getLogger("gateway.envoy.usage")
 
 
-@dataclass(frozen=True)
-class FastPathRequest:
-    """One fast-path request as Envoy logged it."""
+class FastPathRequest(NamedTuple):
+    """One fast-path request as Envoy logged it (a tuple: one is built per request, cheaply)."""
 
     protocol: str  # "grpc" | "http"
     model: str
