@@ -292,7 +292,7 @@ class Gateway:
             process = self.envoy.process
             # Envoy's refusals on the way to the slow path (its circuit breaker) are counted and logged.
             self._overflow = EnvoyOverflowWatch(
-                envoy_overflow_stats(process.admin_get),
+                envoy_overflow_stats(process.counters),
                 Refusals(self.metrics_registry),
                 {SLOW_GRPC: "grpc", SLOW_HTTP: "http"},
             )

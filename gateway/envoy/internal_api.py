@@ -13,14 +13,13 @@ The public listener answers 404 for ``/internal/`` (``render.render_routes``).
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from gateway.auth.keys import IssuerKeys, public_jwk
 from gateway.core.identity import Authenticator, Authorizer
-from gateway.envoy.render import encode_group
+from gateway.envoy.render import encode_name
 from gateway.errors import GatewayError, PermissionDenied, Unauthenticated
 
 # How long the policy filter remembers a refusal (the Python path then answers it precisely).
@@ -33,8 +32,8 @@ def verdict_text(authenticated: tuple[str, str, float, frozenset[str]] | None) -
     if authenticated is None:
         return f"no\n{REFUSAL_CACHE_S}\n"
     issuer, subject, expires_at, groups = authenticated
-    lines = ["ok", str(int(expires_at)), quote(issuer, safe=""), quote(subject, safe="")]
-    lines += [encode_group(g) for g in sorted(groups)]
+    lines = ["ok", str(int(expires_at)), encode_name(issuer), encode_name(subject)]
+    lines += [encode_name(g) for g in sorted(groups)]
     return "\n".join(lines) + "\n"
 
 

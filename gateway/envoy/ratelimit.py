@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import math
 from typing import Any
-from urllib.parse import unquote
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from gateway.core.identity import Principal
+from gateway.envoy.render import decode_name
 from gateway.errors import ResourceExhausted
 from gateway.limits.limiter import RateLimiter
 
@@ -27,9 +27,9 @@ log = logging.getLogger("gateway.envoy.ratelimit")
 def _charge(entries: dict[str, str]) -> tuple[Principal, int, int]:
     groups = entries.get("rl_groups", "-")
     principal = Principal(
-        issuer=unquote(entries.get("issuer", "")),
-        subject=unquote(entries.get("subject", "")),
-        groups=frozenset() if groups == "-" else frozenset(unquote(g) for g in groups.split(" ")),
+        issuer=decode_name(entries.get("issuer", "")),
+        subject=decode_name(entries.get("subject", "")),
+        groups=frozenset() if groups == "-" else frozenset(decode_name(g) for g in groups.split(" ")),
     )
     inferences = int(entries.get("rl_inferences", "0") or 0)
     nbytes = int(entries.get("rl_bytes", "0") or 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from gateway.envoy.view import DataPlaneView, Endpoint, ModelView, StaticView
 
@@ -128,9 +128,15 @@ def render_policy(static: StaticView) -> str:
     )
 
 
-def encode_group(group: str) -> str:
-    """Groups travel percent-encoded between the control plane and the policy filter (one per line)."""
-    return quote(group, safe="")
+def encode_name(name: str) -> str:
+    """Issuers, subjects and groups travel percent-encoded between the control plane and the policy
+    filter (one per line, or space-separated): any text survives the trip."""
+    return quote(name, safe="")
+
+
+# What comes back from the policy filter (access-log entries, rate-limit descriptors) names the same
+# few callers on every request: each name is decoded once, not once per request.
+decode_name = functools.lru_cache(maxsize=4096)(unquote)
 
 
 # -- listeners (static) ---------------------------------------------------------------------------------
@@ -478,7 +484,7 @@ def _model_routes(static: StaticView, model: ModelView, grpc: bool) -> list[Json
         action["max_stream_duration"] = {"grpc_timeout_header_max": _duration(static.default_timeout_s)}
     policy: Json = {"versions": list(model.versions)}
     if model.groups is not None:
-        policy["groups"] = [encode_group(g) for g in model.groups]
+        policy["groups"] = [encode_name(g) for g in model.groups]
     return [
         {
             "name": f"fast-{model.key}",

@@ -160,8 +160,11 @@ class EnvoyProcess:
         response.raise_for_status()
         return response.text
 
-    async def admin_get(self, path: str) -> str:
-        return await self.admin("GET", path)
+    async def counters(self, pattern: str) -> dict[str, int]:
+        """Envoy's counters and gauges whose name matches the regex ``pattern``, by name (the one
+        reader of its stats for the drain, the overflow watch and the dropped-usage check)."""
+        data = json.loads(await self.admin("GET", f"/stats?format=json&filter={pattern}"))
+        return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "name" in s and "value" in s}
 
     async def listener_ports(self) -> dict[str, int]:
         """Listener name -> bound port (ports given as 0 are chosen by the kernel)."""
@@ -181,14 +184,11 @@ class EnvoyProcess:
         deadline = self._clock() + grace_s
         while self._clock() < deadline:
             try:
-                stats = await self.admin("GET", "/stats?filter=downstream_rq_active$&format=json")
+                stats = await self.counters("downstream_rq_active$")
             except httpx.HTTPError:
                 return
-            active = sum(
-                int(s.get("value", 0))
-                for s in json.loads(stats).get("stats", [])
-                if "value" in s and not s.get("name", "").startswith("http.admin.")  # this very query
-            )
+            # http.admin.* counts this very query.
+            active = sum(value for name, value in stats.items() if not name.startswith("http.admin."))
             if active == 0:
                 return
             await asyncio.sleep(0.1)

@@ -9,7 +9,6 @@ the stream is served by the control plane's own gRPC server, which lives as long
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
@@ -19,6 +18,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from gateway.core.recording import UsageEvent, UsageRecorder, decode_tag
+from gateway.envoy.render import decode_name
 from gateway.observability.observer import InferenceObserver
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Snapshot
@@ -49,10 +49,6 @@ class FastPathRequest(NamedTuple):
 
 
 _GRPC_CODES = {c.value[0]: c.name for c in grpc.StatusCode}
-
-# Subjects and issuers repeat on every entry of a job (and issuer URLs are always percent-encoded):
-# decoding each once, not once per request, was a visible share of the usage stream's CPU.
-_decode_name = functools.lru_cache(maxsize=4096)(unquote)
 
 
 def _text(struct: Any, key: str) -> str:
@@ -98,8 +94,8 @@ def parse_entry(entry: Any) -> FastPathRequest | None:
         protocol=protocol,
         model=_text(sonic, "model"),
         version=_text(sonic, "version"),
-        subject=_decode_name(_text(sonic, "subject")),
-        issuer=_decode_name(_text(sonic, "issuer")),
+        subject=decode_name(_text(sonic, "subject")),
+        issuer=decode_name(_text(sonic, "issuer")),
         inferences=int(batch.number_value) if batch is not None else 0,
         upstream=(address.address, address.port_value) if address.address else None,
         ok=ok,

@@ -13,7 +13,6 @@ loopback admin interface and turns their increase into the same counter and log 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -83,24 +82,19 @@ class Refusals:
 StatsSource = Callable[[], Awaitable[dict[str, int]]]
 
 
-AdminGet = Callable[[str], Awaitable[str]]
+Counters = Callable[[str], Awaitable[dict[str, int]]]
 
 
-def envoy_overflow_stats(admin_get: AdminGet) -> StatsSource:
+def envoy_overflow_stats(counters: Counters) -> StatsSource:
     """Envoy's overflow counters, ``{"cluster.<name>.<counter>": value}``, from its admin port.
 
-    ``admin_get(path)`` is the supervisor's admin call: one kept-alive client for every poll (a new
-    client per poll cost more than the poll itself, mostly building its TLS context).
+    ``counters(pattern)`` is the supervisor's stats reader: one kept-alive client for every poll (a
+    new client per poll cost more than the poll itself, mostly building its TLS context).
     """
 
     async def read() -> dict[str, int]:
-        text = await admin_get("/stats?format=json&filter=overflow$")
-        out: dict[str, int] = {}
-        for stat in json.loads(text).get("stats", []):
-            name = stat.get("name")
-            if isinstance(name, str) and name.rsplit(".", 1)[-1] in ENVOY_OVERFLOW_COUNTERS:
-                out[name] = int(stat.get("value", 0))
-        return out
+        found = await counters("overflow$")
+        return {n: v for n, v in found.items() if n.rsplit(".", 1)[-1] in ENVOY_OVERFLOW_COUNTERS}
 
     return read
 

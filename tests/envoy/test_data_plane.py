@@ -335,6 +335,28 @@ async def test_a_model_name_sent_twice_is_routed_by_the_one_triton_reads(edge: E
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
 
 
+async def test_usage_records_envoy_dropped_are_reported_not_silent(
+    edge: Edge, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway, _, issuer = edge
+    assert gateway.envoy is not None
+    await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})
+    real = await gateway.envoy.process.counters("grpc_access_log.logs_dropped$")
+    assert real
+    assert set(real.values()) == {0}  # the real counter, read the way the check reads it
+    await gateway.envoy._check_dropped_usage()
+    assert "usage records" not in caplog.text
+
+    async def dropped(pattern: str) -> dict[str, int]:
+        return {name: 3 for name in real}
+
+    monkeypatch.setattr(gateway.envoy.process, "counters", dropped)
+    with caplog.at_level("ERROR", logger="gateway.envoy"):
+        await gateway.envoy._check_dropped_usage()
+        await gateway.envoy._check_dropped_usage()  # said once, not on every check
+    assert caplog.text.count(f"envoy dropped {3 * len(real)} usage records") == 1
+
+
 async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:
     gateway, _, _ = edge
     async with httpx.AsyncClient() as http:

@@ -98,7 +98,7 @@ async def test_a_slow_path_flood_through_envoy_loses_nothing(
     metrics = CollectorRegistry()
     refusals = Refusals(metrics)
     watch = EnvoyOverflowWatch(
-        envoy_overflow_stats(process.admin_get), refusals, {SLOW_GRPC: "grpc", SLOW_HTTP: "http"}
+        envoy_overflow_stats(process.counters), refusals, {SLOW_GRPC: "grpc", SLOW_HTTP: "http"}
     )
     await watch.poll()  # the baseline
     headers = {"authorization": f"Bearer {issuer.token()}"}

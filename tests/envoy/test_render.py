@@ -18,7 +18,7 @@ from gateway.envoy.controlplane import build_view, issuer_rules
 from gateway.envoy.render import (
     SLOW_GRPC,
     T_ENDPOINTS,
-    encode_group,
+    encode_name,
     grpc_cluster,
     http_cluster,
     render_bootstrap,
@@ -129,7 +129,7 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
     assert outlier["enforcing_consecutive_gateway_failure"] == 100
     assert fast["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == {
         "versions": ["2"],
-        "groups": [encode_group("/a b")],
+        "groups": [encode_name("/a b")],
     }
     # Everything else: the Python path.
     assert host["matcher"]["on_no_match"]["action"]["typed_config"]["routes"] == [
