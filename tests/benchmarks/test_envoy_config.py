@@ -16,17 +16,15 @@ from benchmarks.filterchain import infer_frame
 from benchmarks.procs import gateway_config
 from benchmarks.report import Sample
 from gateway.envoy import render as gateway_render
+from gateway.envoy.binary import EnvoyNotAvailable, envoy_binary
 from gateway.envoy.render import POLICY_FILTER
 
 
 def _envoy_binary() -> str | None:
     try:
-        from benchmarks.envoy import envoy_path
-
-        path = envoy_path()
-    except (ImportError, OSError):
+        return str(envoy_binary())
+    except EnvoyNotAvailable:
         return None
-    return path if Path(path).is_file() else None
 
 
 def _hcm(listener: dict[str, Any]) -> dict[str, Any]:
