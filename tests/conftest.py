@@ -6,7 +6,6 @@ Two Triton processes (the bundled ``tritonserver`` binary, CPU) start once per s
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -85,15 +84,16 @@ def gateway_settings(tritons: list[TritonServer], **overrides: object) -> Settin
 async def gateway(tritons: list[TritonServer]) -> AsyncIterator[Gateway]:
     from prometheus_client import CollectorRegistry
 
+    from tests.support.waiting import eventually
+
     gw = Gateway(gateway_settings(tritons), metrics_registry=CollectorRegistry())
     await gw.start()
     try:
         # Tests start once both facilities are routable: on a loaded machine the first health probe
         # can come after a test's first request, which then (rightly) finds no backend.
-        deadline = asyncio.get_running_loop().time() + 60
-        while len(gw.registry.snapshot.healthy_backends()) < len(tritons):
-            assert asyncio.get_running_loop().time() < deadline, "the Tritons never became healthy"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: len(gw.registry.snapshot.healthy_backends()) >= len(tritons), 60, "the Tritons' health"
+        )
         yield gw
     finally:
         await gw.stop(grace_s=1)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -78,12 +76,3 @@ def envoy_stat(gateway: Gateway, pattern: str) -> int:
     with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback admin
         stats = json.loads(answer.read())["stats"]
     return sum(int(s["value"]) for s in stats if "value" in s)
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Wait (bounded) until ``check()`` holds: for things that arrive asynchronously, not for timing."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s} s")
-        await asyncio.sleep(0.05)

@@ -33,7 +33,8 @@ from gateway.envoy.view import ModelView
 from gateway.errors import GatewayError, status_of
 from gateway.triton.launcher import TritonServer
 from tests.auth.helpers import DROP, TestIssuer
-from tests.envoy.support import envoy_gateway, envoy_stat, eventually, serving_jwks
+from tests.envoy.support import envoy_gateway, envoy_stat, serving_jwks
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.triton
 

@@ -25,7 +25,8 @@ from gateway.envoy.render import SLOW_GRPC, SLOW_HTTP
 from gateway.observability.overload import EnvoyOverflowWatch, Refusals, envoy_overflow_stats
 from gateway.triton.launcher import TritonServer
 from tests.auth.helpers import TestIssuer
-from tests.envoy.support import envoy_gateway, eventually, serving_jwks
+from tests.envoy.support import envoy_gateway, serving_jwks
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.triton
 
