@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -58,9 +58,9 @@ class IndexEntry:
     ready: bool
 
 
-@dataclass(frozen=True)
-class InferenceTarget:
-    """What an inference asks for, as a frontend read it from its protocol's request."""
+class InferenceTarget(NamedTuple):
+    """What an inference asks for, as a frontend read it from its protocol's request (a tuple: one
+    is built per request)."""
 
     model: str
     version: str
@@ -196,14 +196,6 @@ class DataPlane:
             for name, versions in sorted(snapshot.known_models().items())
             for version in sorted(versions)
         ]
-
-    async def call_model(
-        self, ctx: CallContext, model: str, version: str, send: Callable[[Backend], Awaitable[T]]
-    ) -> tuple[T, Backend, Principal]:
-        """Authenticate, authorize, route and ``send``; retry once elsewhere if it never arrived."""
-        principal = await self.authorize_model(ctx, model)
-        result, backend = await self.forward(model, version, send)
-        return result, backend, principal
 
     async def forward(
         self,

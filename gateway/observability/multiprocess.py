@@ -44,4 +44,3 @@ def exposition_registry(registry: CollectorRegistry, local: Iterable[Collector])
     for collector in local:
         merged.register(collector)
     return merged
-

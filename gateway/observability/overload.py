@@ -102,9 +102,9 @@ def envoy_overflow_stats(counters: Counters) -> StatsSource:
 class EnvoyOverflowWatch:
     """Envoy's circuit-breaker refusals as ``sonic_gateway_refused_requests_total`` and a WARNING.
 
-    ``frontend_of(cluster)`` names the frontend label for a cluster (``grpc``/``http`` for the slow
-    path; anything else counts as ``envoy``); the reason is ``<cluster>_overflow`` for the slow path
-    clusters and ``backend_overflow`` for the per-model ones (bounded labels either way).
+    ``slow_clusters`` maps the slow path's clusters to their frontend label (``grpc``/``http``), with
+    the reason ``slow_path_overflow``; any other cluster (a model's) counts as frontend ``envoy``,
+    reason ``backend_overflow`` (bounded labels either way).
     """
 
     def __init__(
