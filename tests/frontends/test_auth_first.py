@@ -73,7 +73,10 @@ async def test_every_grpc_method_but_health_needs_a_token(secured: tuple[Gateway
                     )
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()
-            assert code != grpc.StatusCode.UNAUTHENTICATED, name
+            # Past authentication, an empty request is the caller's error, never the gateway's.
+            assert code not in (
+                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN
+            ), (name, code)
         for name in OPEN_GRPC:
             await channel.unary_unary(f"/inference.GRPCInferenceService/{name}")(b"", timeout=10)
 
@@ -96,6 +99,9 @@ async def test_every_v2_route_but_health_needs_a_token(secured: tuple[Gateway, s
                 assert r.headers["www-authenticate"].startswith("Bearer")
                 assert list(r.json()) == ["error"]
             r = await client.request(method, path, headers={"authorization": f"Bearer {token}"})
+            # Past authentication: an answer, model "x" being the caller's error, or 501 from the
+            # routes the gateway refuses by design (model control, shared memory); never a failure.
+            assert r.status_code < 500 or r.status_code == 501, (method, path, r.status_code)
             assert r.status_code != 401, (method, path)
         for path in OPEN_HTTP:
             assert (await client.get(path)).status_code in (200, 400)

@@ -38,15 +38,20 @@ def _warnings(caplog: pytest.LogCaptureFixture, backend_id: str) -> list[str]:
     ]
 
 
+def _monitor(backend: Backend, timeout_s: float = 2) -> tuple[Registry, GrpcBackendPool, HealthMonitor]:
+    """A monitor of ``backend`` alone whose probes the test calls (the caller closes the pool)."""
+    registry = Registry([backend])
+    pool = GrpcBackendPool(1 << 20)
+    return registry, pool, HealthMonitor(registry, GrpcProber(pool), interval_s=10, timeout_s=timeout_s)
+
+
 async def test_a_killed_backend_is_a_warning_even_after_the_data_path_ejected_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake = FakeTriton("a")
     await fake.start()
     backend = Backend(id="a", facility="a", grpc_address=fake.address)
-    registry = Registry([backend])
-    pool = GrpcBackendPool(1 << 20)
-    monitor = HealthMonitor(registry, GrpcProber(pool), interval_s=10, timeout_s=2)
+    registry, pool, monitor = _monitor(backend)
     caplog.set_level(logging.INFO)
     try:
         await monitor.probe(backend)
@@ -70,9 +75,7 @@ async def test_a_killed_backend_is_a_warning_even_after_the_data_path_ejected_it
 
 async def test_a_backend_dead_from_the_start_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     backend = Backend(id="gone", facility="x", grpc_address=f"127.0.0.1:{free_port()}")  # closed port
-    registry = Registry([backend])
-    pool = GrpcBackendPool(1 << 20)
-    monitor = HealthMonitor(registry, GrpcProber(pool), interval_s=10, timeout_s=2)
+    _, pool, monitor = _monitor(backend)
     caplog.set_level(logging.INFO)
     try:
         await monitor.probe(backend)
@@ -102,9 +105,7 @@ async def test_a_hung_backend_warning_names_the_timeout(hang: str, caplog: pytes
     await hung.start()
     address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}" if hang == "socket" else hung.address
     backend = Backend(id="hung", facility="x", grpc_address=address)
-    registry = Registry([backend])
-    pool = GrpcBackendPool(1 << 20)
-    monitor = HealthMonitor(registry, GrpcProber(pool), interval_s=10, timeout_s=0.3)
+    registry, pool, monitor = _monitor(backend, timeout_s=0.3)
     caplog.set_level(logging.INFO)
     try:
         started = time.monotonic()
