@@ -102,27 +102,30 @@ def write_usage(engine: Engine, events: list[UsageEvent]) -> int:
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise RuntimeError(f"usage recording supports SQLite and PostgreSQL, not {dialect}")
     table = Usage.__table__
+    c = table.c
+    stmt = insert(table)
+    # One statement for the whole batch (executemany), not one compiled per row.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c[name] for name in USAGE_KEY],
+        set_={
+            "n_requests": c.n_requests + stmt.excluded.n_requests,
+            "n_inferences": c.n_inferences + stmt.excluded.n_inferences,
+            "last_seen": stmt.excluded.last_seen,
+        },
+    )
+    params = [
+        {
+            **dict(zip(USAGE_KEY, key, strict=True)),
+            "facility": row.facility,
+            "n_requests": row.n_requests,
+            "n_inferences": row.n_inferences,
+            "first_seen": _ts(row.first_seen),
+            "last_seen": _ts(row.last_seen),
+        }
+        for key, row in rows.items()
+    ]
     with engine.begin() as connection:
-        for key, row in rows.items():
-            stmt = insert(table).values(
-                **dict(zip(USAGE_KEY, key, strict=True)),
-                facility=row.facility,
-                n_requests=row.n_requests,
-                n_inferences=row.n_inferences,
-                first_seen=_ts(row.first_seen),
-                last_seen=_ts(row.last_seen),
-            )
-            excluded = stmt.excluded
-            c = table.c
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[c[name] for name in USAGE_KEY],
-                set_={
-                    "n_requests": c.n_requests + excluded.n_requests,
-                    "n_inferences": c.n_inferences + excluded.n_inferences,
-                    "last_seen": excluded.last_seen,
-                },
-            )
-            connection.execute(stmt)
+        connection.execute(stmt, params)
     return len(rows)
 
 
