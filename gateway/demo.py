@@ -45,8 +45,9 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-class _GatewayThread:
-    """The gateway on its own event loop, so the (blocking) job can run in the main thread."""
+class GatewayThread:
+    """The gateway on its own event loop in a thread, so blocking callers (the demo's job, a test's
+    HTTP fuzzer) can run in the calling thread."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -128,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
             recorder = InMemoryRecorder()
             _say(f"== Starting the gateway: gRPC 127.0.0.1:{grpc_port}, HTTP 127.0.0.1:{http_port}")
             _say("   tokens from the development issuer are validated on every request")
-            with _GatewayThread(Gateway(settings, recorder=recorder)) as gateway:
+            with GatewayThread(Gateway(settings, recorder=recorder)) as gateway:
                 _run_job(gateway, token, args.events, Client, classify_event, generate_event)
                 _settle(recorder)
                 _show_shares(recorder)

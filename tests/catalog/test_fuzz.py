@@ -5,8 +5,6 @@ database written to the working tree."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -25,58 +23,12 @@ from schemathesis.checks import (
 
 from gateway.catalog import migrate
 from gateway.catalog.db import make_engine
+from gateway.demo import GatewayThread
 from tests.catalog.conftest import pg_schema, sqlite_url
 from tests.catalog.support import ADMIN, make_gateway
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
-START_TIMEOUT_S = 60
 EXAMPLES = 10  # per operation and mode: about 600 requests per database
-
-
-class ServedGateway:
-    """A gateway on its own event loop in a thread: the fuzzer's HTTP calls block, the gateway must not."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.port = 0
-        self.error: BaseException | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="fuzzed-gateway", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        # Routing probes are slow for fuzzed addresses and not what is tested here.
-        gw = make_gateway(self.url, routing={"health_interval_s": 3600, "probe_timeout_s": 0.2})
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        await gw.start()
-        try:
-            self.port = gw.http_port
-            self._ready.set()
-            await self._stop.wait()
-        finally:
-            await gw.stop(grace_s=0.5)
-
-    def __enter__(self) -> ServedGateway:
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_S) or self.error is not None or not self.port:
-            raise RuntimeError(f"the gateway did not start: {self.error!r}")
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(START_TIMEOUT_S)
-        assert not self._thread.is_alive(), "the fuzzed gateway did not stop"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,8 +52,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         engine = make_engine(url)
         migrate.upgrade(url, engine=engine)
         engine.dispose()
-        with ServedGateway(url) as gateway:
-            yield f"http://127.0.0.1:{gateway.port}"
+        # Routing probes are slow for fuzzed addresses and not what is tested here.
+        gateway = make_gateway(url, routing={"health_interval_s": 3600, "probe_timeout_s": 0.2})
+        with GatewayThread(gateway):
+            yield f"http://127.0.0.1:{gateway.http_port}"
 
 
 def _fuzz(case: Any, base_url: str) -> None:
