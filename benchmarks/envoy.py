@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 from gateway.envoy.binary import envoy_binary
 
+# The gateway's own HTTP/2 windows and buffer limits: a 15.6 MB request is held back by neither.
+from gateway.envoy.render import WINDOW_BYTES
+
 Proto = Literal["grpc", "http"]
 Json = dict[str, Any]
 
-# The gateway's data plane uses these (gateway/envoy/render.py WINDOW_BYTES): the same here.
-WINDOW_BYTES = 64 * 1024 * 1024
 CONCURRENCY = 2  # worker threads, the gateway's default (envoy.concurrency)
 T_HCM = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
