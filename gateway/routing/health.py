@@ -65,7 +65,6 @@ class HealthMonitor:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._next_probe: dict[str, float] = {}
-        self._passed: dict[str, bool] = {}  # this monitor's last verdict per backend
         self._loop = Periodic(self.probe_all, interval_s, "health-monitor", sleep=sleep)
 
     async def _models(self, backend: Backend) -> dict[str, frozenset[str]]:
@@ -105,7 +104,6 @@ class HealthMonitor:
         if was is not None and not was.healthy and ready:
             log.info("backend %s is healthy, serving %s", backend.id, ", ".join(sorted(models or {})))
         if ready:
-            self._passed[backend.id] = True
             self._failures.pop(backend.id, None)
             self._next_probe.pop(backend.id, None)
             if self.on_healthy is not None:
@@ -126,14 +124,14 @@ class HealthMonitor:
         return f"{hung}: {message}" if message else hung
 
     def _failed(self, backend: Backend, reason: str) -> None:
-        """WARNING once per outage: on the first failure after a pass (or of the first probe)."""
-        if self._passed.get(backend.id, True):
+        """WARNING once per outage: on the first failure after a pass (or of the first probe), i.e.
+        the one that started the backoff (``_backoff`` runs first; a pass clears the count)."""
+        if self._failures.get(backend.id) == 1:
             log.warning(
                 "backend %s failed its health check and gets no traffic until it passes one: %s",
                 backend.id,
                 reason,
             )
-        self._passed[backend.id] = False
 
     def _backoff(self, backend_id: str, started: float) -> None:
         failures = self._failures.get(backend_id, 0) + 1
