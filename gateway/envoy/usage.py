@@ -87,7 +87,7 @@ def parse_entry(entry: Any) -> FastPathRequest | None:
     if not ok:
         trailers, response_headers = entry.response.response_trailers, entry.response.response_headers
         message = trailers.get("grpc-message") or response_headers.get("grpc-message") or ""
-        error = (unquote(message) or entry.response.response_code_details)[:500]
+        error = unquote(message) or entry.response.response_code_details  # the access log bounds it
     address = common.upstream_remote_address.socket_address
     batch = sonic.fields.get("batch")
     return FastPathRequest(

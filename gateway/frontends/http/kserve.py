@@ -40,6 +40,7 @@ from gateway.errors import (
 )
 from gateway.frontends.http.infer_body import checked_batch_size, served_version
 from gateway.frontends.statistics import merge_statistics
+from gateway.observability.observer import ERROR_LIMIT
 from gateway.routing.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,8 @@ def _error_text(body: bytes) -> str:
         message = json.loads(body).get("error")
     except (ValueError, AttributeError):
         message = None
-    text = message if isinstance(message, str) else body[:500].decode("utf-8", "replace")
-    return text[:500]
+    # The access log cuts it to ERROR_LIMIT; only a bounded prefix of a non-JSON body is decoded.
+    return message if isinstance(message, str) else body[:ERROR_LIMIT].decode("utf-8", "replace")
 
 
 def _relay(answer: BackendResponse, request_id: str) -> Response:
