@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.errors import InvalidArgument, PayloadTooLarge
-from gateway.frontends.http.infer_body import batch_size, checked_batch_size, refuse_shared_memory
+from gateway.frontends.http.infer_body import checked_batch_size
 
 LIMIT = 1 << 30
 SHM_INPUT = {
@@ -31,7 +31,7 @@ SHM_OUTPUT = {
 
 def _refused(body: bytes, header_length: str | None = None, encoding: str | None = None) -> str:
     with pytest.raises(InvalidArgument, match="shared memory is not available through the gateway") as err:
-        refuse_shared_memory(body, header_length, encoding, LIMIT)
+        checked_batch_size(body, header_length, encoding, LIMIT)
     return err.value.message
 
 
@@ -60,7 +60,7 @@ def test_binary_extension_header_is_checked_and_tensor_bytes_are_not() -> None:
     header = json.dumps(SHM_INPUT).encode()
     _refused(header + bytes(16), str(len(header)))
     clean = b'{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":20}}]}'
-    refuse_shared_memory(clean + b"\x10\0\0\0shared_memory_x!", str(len(clean)), None, LIMIT)
+    checked_batch_size(clean + b"\x10\0\0\0shared_memory_x!", str(len(clean)), None, LIMIT)
 
 
 @pytest.mark.parametrize("length", [None, "0", "junk", "999999"])
@@ -91,22 +91,22 @@ def test_key_split_across_inflate_chunks_is_found() -> None:
 
 def test_unknown_encoding_is_refused_rather_than_forwarded_unread() -> None:
     with pytest.raises(InvalidArgument, match="Content-Encoding 'br' is not supported"):
-        refuse_shared_memory(b"\x00\x01", None, "br", LIMIT)
+        checked_batch_size(b"\x00\x01", None, "br", LIMIT)
 
 
 def test_corrupt_compressed_body_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="not valid gzip"):
-        refuse_shared_memory(b"definitely not gzip", None, "gzip", LIMIT)
+        checked_batch_size(b"definitely not gzip", None, "gzip", LIMIT)
 
 
 def test_inflating_past_the_limit_is_refused() -> None:
     with pytest.raises(PayloadTooLarge, match="inflates to more than"):
-        refuse_shared_memory(gzip.compress(bytes(3 << 20)), None, "gzip", 2 << 20)
+        checked_batch_size(gzip.compress(bytes(3 << 20)), None, "gzip", 2 << 20)
 
 
 def test_escape_in_unparseable_header_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="not valid JSON"):
-        refuse_shared_memory(b'{"inputs": [\\u0073', None, None, LIMIT)
+        checked_batch_size(b'{"inputs": [\\u0073', None, None, LIMIT)
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,8 @@ def test_escape_in_unparseable_header_is_invalid_argument() -> None:
     ],
 )
 def test_ordinary_requests_pass(body: bytes) -> None:
-    refuse_shared_memory(body, None, None, LIMIT)
-    refuse_shared_memory(gzip.compress(body), None, "gzip", LIMIT)
+    checked_batch_size(body, None, None, LIMIT)
+    checked_batch_size(gzip.compress(body), None, "gzip", LIMIT)
 
 
 @pytest.mark.parametrize("encoding", [None, "gzip", "deflate"])
@@ -129,7 +129,6 @@ def test_checked_batch_size_is_batch_size_of_the_same_body(encoding: str | None)
     plain = header + bytes(56)
     body = {None: plain, "gzip": gzip.compress(plain), "deflate": zlib.compress(plain)}[encoding]
     assert checked_batch_size(body, str(len(header)), encoding, LIMIT) == 7
-    assert batch_size(body, str(len(header)), encoding) == 7
     shm = json.dumps(SHM_INPUT).encode()
     with pytest.raises(InvalidArgument, match="shared memory is not available through the gateway"):
         checked_batch_size(zlib.compress(shm) if encoding else shm, None, encoding, LIMIT)

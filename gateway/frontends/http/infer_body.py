@@ -49,11 +49,6 @@ def _json_part(body: bytes, header_length: str | None, encoding: str | None) -> 
     return memoryview(body)[:limit]
 
 
-def batch_size(body: bytes, header_length: str | None, encoding: str | None) -> int:
-    match = _SHAPE.search(_json_part(body, header_length, encoding))
-    return int(match.group(1)) if match else 0
-
-
 def served_version(body: bytes, header_length: str | None, encoding: str | None) -> str:
     match = _MODEL_VERSION.search(_json_part(body, header_length, encoding))
     return match.group(1).decode("utf-8", "replace") if match else ""
@@ -129,21 +124,15 @@ def _check_json(header: bytes) -> None:
         raise InvalidArgument(f"malformed request: the JSON header is not valid JSON ({exc})") from exc
 
 
-def refuse_shared_memory(
-    body: bytes, header_length: str | None, encoding: str | None, max_bytes: int
-) -> None:
-    """Raise :class:`InvalidArgument` when the request's JSON header names shared memory anywhere.
+def checked_batch_size(body: bytes, header_length: str | None, encoding: str | None, max_bytes: int) -> int:
+    """The batch size of a request whose JSON header names no shared memory anywhere (else
+    :class:`InvalidArgument`), reading the body once.
 
     Fast path (every request): a byte search of the header part for the key and for ``\\u``, which
     ordinary requests do not contain; no copy of an uncompressed body. Only a header containing one
     is parsed, with every object's names checked. A compressed body is searched as it inflates and
     inflated a second time, whole, only when it must be parsed.
     """
-    _checked_head(body, header_length, encoding, max_bytes)
-
-
-def checked_batch_size(body: bytes, header_length: str | None, encoding: str | None, max_bytes: int) -> int:
-    """:func:`refuse_shared_memory`, then :func:`batch_size` of the same body, inflating it once."""
     match = _SHAPE.search(_checked_head(body, header_length, encoding, max_bytes))
     return int(match.group(1)) if match else 0
 
@@ -151,7 +140,7 @@ def checked_batch_size(body: bytes, header_length: str | None, encoding: str | N
 def _checked_head(
     body: bytes, header_length: str | None, encoding: str | None, max_bytes: int
 ) -> bytes | memoryview:
-    """The shared-memory check; returns what :func:`batch_size` scans (a compressed body's first
+    """The shared-memory check; returns what the batch size is read from (a compressed body's first
     inflated chunk, which the check has made already, instead of inflating it again)."""
     end = _header_end(header_length)
     coding = (encoding or "").strip().lower()
