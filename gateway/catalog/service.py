@@ -31,13 +31,16 @@ class CatalogNotOpen(RuntimeError):
     pass
 
 
+def database_configured(settings: Settings) -> bool:
+    """``database_url`` was set (file, environment or code), not the implicit SQLite default."""
+    return "database_url" in settings.model_fields_set
+
+
 def default_recorder(settings: Settings) -> UsageRecorder:
-    """Usage goes to the catalog database when one is configured (file, environment or code), else it
-    is kept in memory: the implicit SQLite default in the working directory is not written behind the
-    back of an embedding program or a test; ``serve`` always records in the database."""
-    if "database_url" in settings.model_fields_set:
-        return BatchedUsageRecorder()
-    return InMemoryRecorder()
+    """Usage goes to the catalog database when one is configured, else it is kept in memory: the
+    implicit SQLite default in the working directory is not written behind the back of an embedding
+    program or a test; ``serve`` always records in the database."""
+    return BatchedUsageRecorder() if database_configured(settings) else InMemoryRecorder()
 
 
 class Catalog:
@@ -80,7 +83,7 @@ class Catalog:
     ) -> None:
         """Wire the gateway's parts in: the consistency check probes through ``pool``, and ``authorizer``
         gets each model's allowed groups when it restricts models to groups."""
-        self.implicit_default = "database_url" not in settings.model_fields_set
+        self.implicit_default = not database_configured(settings)
         self.sync.interval_s = settings.catalog.refresh_s
         self.sync.policy = authorizer if isinstance(authorizer, GroupPolicy) else None
         self.consistency = ConsistencyMonitor(
