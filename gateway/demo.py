@@ -64,6 +64,8 @@ class GatewayThread:
             asyncio.run_coroutine_threadsafe(self.gateway.stop(grace_s=1), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()  # its self-pipe sockets, not left to the garbage collector
 
 
 @contextlib.contextmanager
