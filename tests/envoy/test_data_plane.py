@@ -601,6 +601,9 @@ async def test_a_catalog_of_hundreds_of_models_reaches_envoy_and_the_real_one_st
 
     gateway, _, issuer = edge
     fake = Backend("far/192.0.2.7:8001", "far", "192.0.2.7:8001", "192.0.2.7:8000")  # TEST-NET: never used
+    # Nothing answers at TEST-NET: a health probe would (rightly) take the fake's 150 models out of
+    # the view again, racing the wait below. The real backends keep their last (healthy) verdict.
+    await gateway.health.stop()
     static = list(gateway.registry.snapshot.backends.values())
     gateway.registry.set_backends([*static, fake])
     models = {f"model_{i:03d}": frozenset({"1"}) for i in range(150)}
