@@ -113,12 +113,13 @@ def model_view(view: DataPlaneView, name: str) -> ModelView:
     raise KeyError(name)
 
 
-# -- the access-log stream's receiver (what the control plane would be) ---------------------------
+# -- the ADS server (what the control plane would be) ---------------------------------------------
 
 
 class ControlPlaneStub:
     """What an Envoy talks to on its control port, as the gateway's would be: the ADS server with
-    that catalog's resources (the gateway's own code) and an access-log sink that drops entries.
+    that catalog's resources (the gateway's own code). Usage lines go to /dev/null (StaticView's
+    default): Envoy formats and writes them as the gateway's does, no one reads them.
 
     gRPC asyncio servers on a loop in a background thread; one server per Envoy (sizes run side by
     side, each with its own catalog)."""
@@ -136,19 +137,11 @@ class ControlPlaneStub:
 
     def serve(self) -> tuple[int, AdsServer]:
         import grpc
-        from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
-
-        class Sink(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-            async def StreamAccessLogs(self, request_iterator: Any, context: Any) -> Any:
-                async for _ in request_iterator:
-                    pass
-                return als_pb2.StreamAccessLogsResponse()
 
         async def start() -> tuple[int, AdsServer]:
             server = grpc.aio.server()
             ads = AdsServer()
             register_ads(server, ads)
-            als_pb2_grpc.add_AccessLogServiceServicer_to_server(Sink(), server)
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             self._servers.append(server)
@@ -281,7 +274,7 @@ def start_sized(
             public_grpc=("127.0.0.1", grpc_port),
             public_http=("127.0.0.1", http_port),
             admin=("127.0.0.1", admin_port),
-            control_grpc=("127.0.0.1", control_port),  # ADS, and the access-log stream to the sink
+            control_grpc=("127.0.0.1", control_port),  # ADS
             control_http=("127.0.0.1", free_port()),  # nothing needs it with auth off
         ),
         issuers=(),
@@ -583,8 +576,8 @@ NOTES = [
     "1x1 is the real model alone: the data path's reference, kept running while each larger size runs.",
     "The gateway's own control-plane code builds and publishes every view (build_view -> AdsPublisher "
     "-> its ADS stream); Envoy runs with render_bootstrap's config and EnvoyProcess's command line, "
-    "2 worker threads, auth off (token checks do not depend on the catalog), the access-log "
-    "stream going to a sink that drops it. One size's Envoy at a time (plus the 1x1 reference).",
+    "2 worker threads, auth off (token checks do not depend on the catalog), usage lines "
+    "written to /dev/null. One size's Envoy at a time (plus the 1x1 reference).",
     "Reach = from the start of build_view until Envoy's admin stats show the change applied "
     "(cluster update_success for a capacity change; the new cluster's membership and the gRPC "
     "route table's update_success for a new model; every model cluster's membership for a "

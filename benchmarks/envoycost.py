@@ -7,10 +7,10 @@ Arms, in the same interleaved rounds, all on one Triton:
    (it buffers each ModelInfer and reads model name, version, batch and tensor parameters from it;
    on plain Envoy's single route its per-model rules are absent, so it only reads);
 3. ``gateway's Envoy, auth off`` - the Envoy config the control plane renders (the policy filter,
-   per-model routes, retries, outlier detection, the gRPC access log to a sink), auth off,
+   per-model routes, retries, outlier detection, usage lines to /dev/null), auth off,
    published by the gateway's own code for the real model alone: Envoy without Python;
 4. ``gateway (Envoy + Python), auth on`` - ``sonic-gateway serve``: adds jwt_authn, the per-token
-   verdict, and the Python control plane (access-log ingestion = usage records, health, queues).
+   verdict, and the Python control plane (reading the usage log = usage records, health, queues).
 
 The differences between neighbours are what each piece costs per request.
 """
@@ -166,9 +166,9 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
             "Each arm adds pieces to the one above it; 'step' is its CPU per request minus the previous "
             "arm's. envoy + policy filter uses the Lua filter exactly as gateway/envoy/render.py "
             "renders it (auth off). gateway's Envoy, auth off = render_bootstrap + the ADS server for the "
-            "real model alone (policy filter, per-model routes, gRPC access log to a sink that drops it), "
+            "real model alone (policy filter, per-model routes, usage lines written to /dev/null), "
             "no Python process. The last arm is `sonic-gateway serve` with auth on: it adds "
-            "jwt_authn, the Lua verdict table and Python (usage records from the access-log stream, "
+            "jwt_authn, the Lua verdict table and Python (usage records from the usage log, "
             "health and queue probes, the 0.25 s sync loop).",
             "All Envoys run 2 worker threads. CPU is each process tree's utime+stime per request; the two "
             "plain arms share one Envoy process, charged over each arm's own interval.",

@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only", help="overhead/http: only configurations whose key contains this (e.g. b1/)"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        help="overhead/http: interleaved rounds per configuration (default 3, 1 with --quick); an A/B "
+        "of a few per cent needs more",
+    )
+    parser.add_argument(
         "--variant-env",
         action="append",
         default=[],
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 command=command.strip(),
                 only=args.only,
+                rounds=args.rounds,
                 variant_env=variant,
             )
             log(f"=== scenario {name}{' (quick)' if args.quick else ''}; logs in {workdir}")

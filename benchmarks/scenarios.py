@@ -35,6 +35,7 @@ class Context:
     workers: int
     command: str
     only: str | None = None  # run only configurations whose key contains this
+    rounds: int | None = None  # overhead/http rounds (None: the scenario's default)
     variant_env: dict[str, str] | None = None  # a second gateway arm with this environment
 
 
@@ -191,7 +192,7 @@ def _overhead(ctx: Context, protocol: str) -> tuple[dict[str, Any], Columns]:
         for arm in arms:
             wait_servable(arm.url, "identity_fp32", arm.tokens[0] if arm.tokens else None, protocol=protocol)
         duration = 2.0 if ctx.quick else 3.0
-        rounds = 1 if ctx.quick else 3
+        rounds = ctx.rounds or (1 if ctx.quick else 3)
         base = LoadSpec(url="", model="", batch=1, protocol=protocol)  # type: ignore[arg-type]
         configs = _configs(IDENTITY, [1, 235, 1693], [1, 4], duration)
         label = "overhead" if protocol == "grpc" else "http"
@@ -239,7 +240,7 @@ def _overhead(ctx: Context, protocol: str) -> tuple[dict[str, Any], Columns]:
             "proxy CPU = utime+stime of the proxy's whole process tree from /proc over the measured "
             "requests (warm-up calls pro rata): for the gateway, the Python process AND its Envoy child; "
             "'of which Envoy' is the Envoy child alone (the rest is Python: token verdicts, the "
-            "access-log stream with usage records, health and queue probes). Per GB counts request "
+            "usage log read into usage records, health and queue probes). Per GB counts request "
             "tensor bytes.",
             "Envoy fast path = the share of the gateway arm's requests (warm-up included) that Envoy sent "
             "straight to Triton (its per-model clusters' upstream_rq_total); the rest went through Python.",

@@ -36,8 +36,7 @@ from gateway.envoy.internal_api import internal_router
 from gateway.envoy.ratelimit import RateLimitService
 from gateway.envoy.ratelimit import register as register_rate_limit_service
 from gateway.envoy.render import SLOW_GRPC, SLOW_HTTP
-from gateway.envoy.usage import UsageService
-from gateway.envoy.usage import register as register_usage_service
+from gateway.envoy.usage import UsageSink
 from gateway.frontends.grpc.service import InferenceService
 from gateway.frontends.http.app import create_http_app
 from gateway.limits.limiter import RateLimiter
@@ -185,9 +184,7 @@ class Gateway:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.ads = AdsServer()  # Envoy's routes, clusters and endpoints, over its one ADS stream
         self._overflow: EnvoyOverflowWatch | None = None
-        self.usage_service = UsageService(
-            self.recorder, observer, lambda: self.registry.snapshot, self._backend_at
-        )
+        self.usage = UsageSink(self.recorder, observer, lambda: self.registry.snapshot, self._backend_at)
 
     def _backend_at(self, host: str, port: int) -> Backend | None:
         """The backend listening at ``host:port`` (an upstream address in Envoy's access log)."""
@@ -244,7 +241,6 @@ class Gateway:
         use_envoy = self.settings.envoy.enabled
         if use_envoy:
             register_ads(self.grpc_server, self.ads)
-            register_usage_service(self.grpc_server, self.usage_service)
             if self.dataplane.limiter is not None:
                 register_rate_limit_service(self.grpc_server, RateLimitService(self.dataplane.limiter))
         grpc_listen = "127.0.0.1:0" if use_envoy else self.settings.listen.grpc
@@ -286,6 +282,7 @@ class Gateway:
                 issuers=trusted_issuers(self.settings.auth) if keys else [],
                 auth_enabled=self.settings.auth.enabled,
                 ads=self.ads,
+                usage=self.usage.handle_line,
             )
             await self.envoy.start()
             self.grpc_port, self.http_port = self.envoy.grpc_port, self.envoy.http_port

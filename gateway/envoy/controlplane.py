@@ -23,6 +23,7 @@ from gateway.envoy.ads import AdsPublisher, AdsServer, PushStats
 from gateway.envoy.binary import envoy_binary
 from gateway.envoy.render import render_bootstrap
 from gateway.envoy.supervisor import EnvoyProcess
+from gateway.envoy.usage_log import UsageLog
 from gateway.envoy.view import Addresses, DataPlaneView, Endpoint, IssuerRule, ModelView, StaticView
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Snapshot
@@ -30,7 +31,11 @@ from gateway.routing.registry import Snapshot
 log = logging.getLogger("gateway.envoy")
 
 ModelGroups = Callable[[str], Collection[str] | None]
+# How often Envoy writes the usage log and the control plane reads it.
+USAGE_FLUSH_S = 0.5
 Pending = Callable[[str], dict[str, int]]
+# Envoy's counters of failed writes and reopens of its access-log files (the usage log is the only one).
+USAGE_WRITE_FAILURES = r"^filesystem\.(write|reopen)_failed$"
 
 
 def provider_name(index: int) -> str:
@@ -159,6 +164,7 @@ class EnvoyDataPlane:
         issuers: list[IssuerSettings],
         auth_enabled: bool,
         ads: AdsServer,
+        usage: Callable[[bytes], None],
     ) -> None:
         self.settings = settings
         envoy = settings.envoy
@@ -184,6 +190,7 @@ class EnvoyDataPlane:
             circuit_max_ejection_s=settings.routing.circuit_max_ejection_s,
             drain_time_s=settings.shutdown_grace_s,
             rate_limited=limits_configured(settings.limits),
+            usage_log=str(self.workdir / "usage.log"),
         )
         self._snapshot = snapshot
         self._pending = pending
@@ -201,14 +208,21 @@ class EnvoyDataPlane:
             concurrency=envoy.concurrency,
             log_level=envoy.log_level,
             drain_time_s=settings.shutdown_grace_s,
+            file_flush_s=USAGE_FLUSH_S,
+        )
+        self.usage_log = UsageLog(
+            Path(self.static.usage_log),
+            usage,
+            lambda: self.process.admin("POST", "/reopen_logs"),
+            interval_s=USAGE_FLUSH_S,
         )
         self._sync = Periodic(self._sync_once, envoy.sync_interval_s, "envoy-sync")
         self._last_snapshot: Snapshot | None = None
         self._resolve = HostResolver()
         self._endpoints: dict[tuple[str, int], str] = {}
         self._last_rest: tuple[object, ...] = ()
-        self._dropped = 0
-        self._drop_watch = Periodic(self._check_dropped_usage, 5.0, "envoy-usage-drops")
+        self._write_failures = 0
+        self._write_watch = Periodic(self._check_usage_writes, 5.0, "envoy-usage-writes")
         self.grpc_port = 0
         self.http_port = 0
 
@@ -258,25 +272,27 @@ class EnvoyDataPlane:
         except Exception:
             log.exception("could not publish the data plane's configuration; Envoy keeps the last one")
 
-    async def _check_dropped_usage(self) -> None:
-        """Usage records Envoy could not stream to us are never lost silently: say so, loudly."""
+    async def _check_usage_writes(self) -> None:
+        """Usage lines Envoy could not write (disk full, log unwritable) are never lost silently."""
         try:
-            dropped = sum((await self.process.counters("grpc_access_log.logs_dropped$")).values())
+            failed = sum((await self.process.counters(USAGE_WRITE_FAILURES)).values())
         except Exception:  # Envoy restarting: the next round reads it
             return
-        if dropped > self._dropped:
+        if failed > self._write_failures:
             log.error(
-                "envoy dropped %d usage records it could not stream to the control plane (its buffer "
-                "was full); their requests were served but are missing from the catalog",
-                dropped - self._dropped,
+                "envoy failed %d times to write or reopen the usage log %s (disk full or not "
+                "writable?); requests served meanwhile may be missing from the catalog",
+                failed - self._write_failures,
+                self.static.usage_log,
             )
-        self._dropped = dropped
+        self._write_failures = failed
 
     def wake(self) -> None:
         self._sync.wake()
 
     async def start(self) -> None:
         self.publish(self.current_view())
+        await self.usage_log.start()  # first what an earlier run's Envoy wrote and no one read
         bootstrap = self.workdir / "bootstrap.json"
         bootstrap.write_text(json.dumps(render_bootstrap(self.static), indent=1), encoding="utf-8")
         started = time.monotonic()
@@ -294,7 +310,7 @@ class EnvoyDataPlane:
         self.publisher.static = self.static
         bootstrap.write_text(json.dumps(render_bootstrap(self.static), indent=1), encoding="utf-8")
         self._sync.start()
-        self._drop_watch.start()
+        self._write_watch.start()
         log.info(
             "data plane (envoy) listening: gRPC %s (port %d), HTTP %s (port %d); ready in %.1f s",
             self.settings.listen.grpc,
@@ -309,7 +325,9 @@ class EnvoyDataPlane:
 
     async def stop(self) -> None:
         await self._sync.stop()
-        await self._drop_watch.stop()
+        await self._write_watch.stop()
         await self.process.stop()
+        # Envoy has exited (writing its last lines): the log is read to its end, then removed.
+        await self.usage_log.stop(remove=True)
         if self._owned_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -34,6 +34,7 @@ class EnvoyProcess:
         log_level: str = "warning",
         drain_time_s: float = 30.0,
         ready_timeout_s: float = 60.0,
+        file_flush_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.binary = binary
@@ -43,6 +44,7 @@ class EnvoyProcess:
         self.log_level = log_level
         self.drain_time_s = drain_time_s
         self.ready_timeout_s = ready_timeout_s
+        self.file_flush_s = file_flush_s
         self._clock = clock
         self.admin_address_path = workdir / "admin-address"
         self.admin_url = ""
@@ -71,6 +73,9 @@ class EnvoyProcess:
             str(int(self.drain_time_s)),
             "--drain-strategy",
             "gradual",
+            # How often Envoy writes the usage log (Envoy's default is 1 s; it also writes at exit).
+            "--file-flush-interval-msec",
+            str(max(1, round(self.file_flush_s * 1000))),
         ]
 
     async def start(self) -> None:
@@ -162,7 +167,7 @@ class EnvoyProcess:
 
     async def counters(self, pattern: str) -> dict[str, int]:
         """Envoy's counters and gauges whose name matches the regex ``pattern``, by name (the one
-        reader of its stats for the drain, the overflow watch and the dropped-usage check)."""
+        reader of its stats for the drain, the overflow watch and the usage-log write check)."""
         data = json.loads(await self.admin("GET", f"/stats?format=json&filter={pattern}"))
         return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "name" in s and "value" in s}
 

@@ -1,21 +1,22 @@
-"""Usage from the fast path: Envoy's gRPC access-log stream -> usage records and metrics.
+"""Usage from the fast path: Envoy's usage-log lines -> usage records and metrics.
 
-Envoy logs every request the policy filter sent straight to a backend (dynamic metadata ``sonic``:
-model, version, subject, issuer, batch); this service turns each answered one into the same
+Envoy appends one JSON line per request the policy filter sent straight to a backend (its dynamic
+metadata ``sonic``: model, version, subject, issuer, batch; the format is
+:func:`gateway.envoy.render.usage_log_format`); :mod:`gateway.envoy.usage_log` follows the file and
+hands each line here, which turns each answered request into the same
 :class:`~gateway.core.recording.UsageEvent` the Python path records, through the same recorder (same
-batching and no-loss rules). Envoy buffers entries while this stream is down and resends nothing, so
-the stream is served by the control plane's own gRPC server, which lives as long as Envoy does.
+batching and no-loss rules).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import grpc
-from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from gateway.core.recording import UsageEvent, UsageRecorder, decode_tag
 from gateway.envoy.render import decode_name
@@ -51,66 +52,54 @@ class FastPathRequest(NamedTuple):
 _GRPC_CODES = {c.value[0]: c.name for c in grpc.StatusCode}
 
 
-def _text(struct: Any, key: str) -> str:
-    value = struct.fields.get(key)
-    return value.string_value if value is not None else ""
-
-
-def _seconds(duration: Any) -> float:
-    return float(duration.seconds) + float(duration.nanos) / 1e9
-
-
-def parse_entry(entry: Any) -> FastPathRequest | None:
-    """An ``HTTPAccessLogEntry`` -> :class:`FastPathRequest` (None: not a fast-path inference)."""
-    common = entry.common_properties
-    sonic = common.metadata.filter_metadata.get("sonic")
-    if sonic is None or "model" not in sonic.fields:
+def _upstream(address: str | None) -> tuple[str, int] | None:
+    """``10.0.0.1:8001`` / ``[::1]:8001`` -> (host, port); None when no backend was reached."""
+    if not address:
         return None
-    headers = entry.request.request_headers
-    path = entry.request.path
-    protocol = "grpc" if path.startswith("/inference.GRPCInferenceService/") else "http"
-    cancelled = common.response_flags.downstream_connection_termination
-    if cancelled:  # the client left before the answer: not a success, not the backend's failure
-        ok, code = False, "CANCELLED" if path.startswith("/inference.") else "499"
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def parse_line(line: bytes) -> FastPathRequest | None:
+    """One usage-log line -> :class:`FastPathRequest` (None: not a fast-path inference)."""
+    entry: dict[str, Any] = json.loads(line)
+    model = entry.get("model")
+    if not model:
+        return None
+    protocol = entry.get("protocol") or "http"
+    status = entry.get("status") or 0
+    if "DC" in (entry.get("flags") or "").split(","):
+        # The client left before the answer: not a success, not the backend's failure.
+        ok, code = False, "CANCELLED" if protocol == "grpc" else "499"
     elif protocol == "grpc":
-        status = entry.response.response_trailers.get("grpc-status") or entry.response.response_headers.get(
-            "grpc-status"
-        )
-        number = int(status) if status and status.isdigit() else 2  # no status: the call did not complete
-        ok, code = (
-            number == 0 and entry.response.response_code.value == 200,
-            _GRPC_CODES.get(number, "UNKNOWN"),
-        )
+        number = entry.get("grpc_status")
+        number = number if isinstance(number, int) else 2  # no status: the call did not complete
+        ok, code = number == 0 and status == 200, _GRPC_CODES.get(number, "UNKNOWN")
     else:
-        ok, code = entry.response.response_code.value == 200, str(entry.response.response_code.value)
+        ok, code = status == 200, str(status)
     error = ""
     if not ok:
-        trailers, response_headers = entry.response.response_trailers, entry.response.response_headers
-        message = trailers.get("grpc-message") or response_headers.get("grpc-message") or ""
-        error = unquote(message) or entry.response.response_code_details  # the access log bounds it
-    address = common.upstream_remote_address.socket_address
-    batch = sonic.fields.get("batch")
+        message = entry.get("grpc_message") or entry.get("grpc_message_headers") or ""
+        error = unquote(message) or entry.get("details") or ""
+    duration_us, backend_us = entry.get("duration_us"), entry.get("backend_us")
     return FastPathRequest(
         protocol=protocol,
-        model=_text(sonic, "model"),
-        version=_text(sonic, "version"),
-        subject=decode_name(_text(sonic, "subject")),
-        issuer=decode_name(_text(sonic, "issuer")),
-        inferences=int(batch.number_value) if batch is not None else 0,
-        upstream=(address.address, address.port_value) if address.address else None,
+        model=model,
+        version=entry.get("version") or "",
+        subject=decode_name(entry.get("subject") or ""),
+        issuer=decode_name(entry.get("issuer") or ""),
+        inferences=int(entry.get("batch") or 0),
+        upstream=_upstream(entry.get("upstream")),
         ok=ok,
         code=code,
         error=error,
-        job_id=decode_tag(headers.get("sonic-job-id")),
-        dataset=decode_tag(headers.get("sonic-dataset")),
-        request_id=headers.get("x-request-id", "") or entry.request.request_id,
-        request_bytes=entry.request.request_body_bytes,
-        response_bytes=entry.response.response_body_bytes,
-        duration_s=_seconds(common.time_to_last_downstream_tx_byte),
-        backend_s=max(
-            0.0,
-            _seconds(common.time_to_last_upstream_rx_byte) - _seconds(common.time_to_first_upstream_tx_byte),
-        ),
+        job_id=decode_tag(entry.get("job")),
+        dataset=decode_tag(entry.get("dataset")),
+        request_id=entry.get("request_id") or "",
+        request_bytes=entry.get("request_bytes") or 0,
+        response_bytes=entry.get("response_bytes") or 0,
+        duration_s=duration_us / 1e6 if isinstance(duration_us, int) else 0.0,
+        backend_s=backend_us / 1e6 if isinstance(backend_us, int) else 0.0,
     )
 
 
@@ -127,8 +116,8 @@ def served_version(snapshot: Snapshot, backend: Backend, model: str, requested: 
     return ready[-1] if ready else ""
 
 
-class UsageService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-    """The access-log service Envoy streams to (registered on the control plane's gRPC server)."""
+class UsageSink:
+    """Where the usage log's lines go: usage records (answered requests) and metrics (all)."""
 
     def __init__(
         self,
@@ -142,6 +131,12 @@ class UsageService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         self._snapshot = snapshot
         self._backend_at = backend_at
         self.entries = 0
+
+    def handle_line(self, line: bytes) -> None:
+        self.entries += 1
+        request = parse_line(line)
+        if request is not None:
+            self.handle(request)
 
     def handle(self, request: FastPathRequest) -> None:
         backend = self._backend_at(*request.upstream) if request.upstream else None
@@ -170,21 +165,3 @@ class UsageService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
                 request.request_id,
                 request.upstream,
             )
-
-    async def StreamAccessLogs(
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> als_pb2.StreamAccessLogsResponse:
-        async for message in request_iterator:
-            for entry in message.http_logs.log_entry:
-                self.entries += 1
-                try:
-                    parsed = parse_entry(entry)
-                    if parsed is not None:
-                        self.handle(parsed)
-                except Exception:  # one odd entry must not end the stream (and lose the rest)
-                    log.exception("could not record a fast-path access-log entry")
-        return als_pb2.StreamAccessLogsResponse()
-
-
-def register(server: grpc.aio.Server, service: UsageService) -> None:
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(service, server)

@@ -8,6 +8,7 @@ looking anywhere else, so two equal views always render equal resources.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 
@@ -80,4 +81,6 @@ class StaticView:
     circuit_base_ejection_s: float = 1.0
     circuit_max_ejection_s: float = 60.0
     drain_time_s: float = 30.0
-    access_log_flush_s: float = 0.5
+    # The file Envoy appends one usage line per fast-path request to. The control plane always sets
+    # it (and follows it); renders no one serves (benchmarks, tests) log nowhere.
+    usage_log: str = os.devnull

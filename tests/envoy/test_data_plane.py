@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 from gateway.app import Gateway
 from gateway.auth.dev_issuer import issuer_settings  # noqa: F401 - keeps the dev issuer importable
 from gateway.core.recording import InMemoryRecorder
+from gateway.envoy.controlplane import USAGE_WRITE_FAILURES
 from gateway.envoy.render import grpc_cluster, http_cluster
 from gateway.envoy.view import ModelView
 from gateway.errors import GatewayError, status_of
@@ -336,26 +337,48 @@ async def test_a_model_name_sent_twice_is_routed_by_the_one_triton_reads(edge: E
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before
 
 
-async def test_usage_records_envoy_dropped_are_reported_not_silent(
+async def test_usage_lines_envoy_could_not_write_are_reported_not_silent(
     edge: Edge, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gateway, _, issuer = edge
     assert gateway.envoy is not None
     await _infer(gateway, {"authorization": f"Bearer {issuer.token()}"})
-    real = await gateway.envoy.process.counters("grpc_access_log.logs_dropped$")
-    assert real
-    assert set(real.values()) == {0}  # the real counter, read the way the check reads it
-    await gateway.envoy._check_dropped_usage()
-    assert "usage records" not in caplog.text
+    real = await gateway.envoy.process.counters(USAGE_WRITE_FAILURES)
+    assert set(real) == {"filesystem.write_failed", "filesystem.reopen_failed"}
+    assert set(real.values()) == {0}  # the real counters, read the way the check reads them
+    await gateway.envoy._check_usage_writes()
+    assert "usage log" not in caplog.text
 
-    async def dropped(pattern: str) -> dict[str, int]:
+    async def failing(pattern: str) -> dict[str, int]:
         return {name: 3 for name in real}
 
-    monkeypatch.setattr(gateway.envoy.process, "counters", dropped)
+    monkeypatch.setattr(gateway.envoy.process, "counters", failing)
     with caplog.at_level("ERROR", logger="gateway.envoy"):
-        await gateway.envoy._check_dropped_usage()
-        await gateway.envoy._check_dropped_usage()  # said once, not on every check
-    assert caplog.text.count(f"envoy dropped {3 * len(real)} usage records") == 1
+        await gateway.envoy._check_usage_writes()
+        await gateway.envoy._check_usage_writes()  # said once, not on every check
+    assert caplog.text.count("envoy failed 6 times to write or reopen the usage log") == 1
+
+
+async def test_the_usage_log_rotates_under_the_real_envoy_and_loses_no_record(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway, recorder, issuer = edge
+    assert gateway.envoy is not None
+    follower = gateway.envoy.usage_log
+    monkeypatch.setattr(follower, "rotate_bytes", 1)  # every line read starts a rotation
+    jobs = [f"rotation-{i}" for i in range(3)]
+    for job in jobs:
+        done = follower.rotations + 1
+        await _infer(gateway, {"authorization": f"Bearer {issuer.token()}", "sonic-job-id": job})
+        # Envoy wrote the line, the follower read it, renamed the file, Envoy reopened it.
+        await eventually(lambda: follower.rotations >= done, what="a usage-log rotation")  # noqa: B023
+
+    def recorded() -> list[str | None]:
+        return [e.job_id for e in recorder.events if (e.job_id or "").startswith("rotation-")]
+
+    await eventually(lambda: len(recorded()) == len(jobs), what="every rotated request's record")
+    assert sorted(recorded()) == jobs  # each once
+    assert not follower.rotated.exists()
 
 
 async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:

@@ -210,6 +210,7 @@ async def test_the_sync_loop_builds_a_view_only_when_its_inputs_changed(tmp_path
         issuers=[],
         auth_enabled=False,
         ads=AdsServer(),
+        usage=lambda line: None,
     )
     built = 0
     real_view = plane.current_view
