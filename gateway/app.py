@@ -282,7 +282,7 @@ class Gateway:
                 issuers=trusted_issuers(self.settings.auth) if keys else [],
                 auth_enabled=self.settings.auth.enabled,
                 ads=self.ads,
-                usage=self.usage.handle_line,
+                usage=self.usage,
             )
             await self.envoy.start()
             self.grpc_port, self.http_port = self.envoy.grpc_port, self.envoy.http_port

@@ -23,7 +23,7 @@ from gateway.envoy.ads import AdsPublisher, AdsServer, PushStats
 from gateway.envoy.binary import envoy_binary
 from gateway.envoy.render import render_bootstrap
 from gateway.envoy.supervisor import EnvoyProcess
-from gateway.envoy.usage_log import UsageLog
+from gateway.envoy.usage_log import LineSink, UsageLog
 from gateway.envoy.view import Addresses, DataPlaneView, Endpoint, IssuerRule, ModelView, StaticView
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Snapshot
@@ -164,7 +164,7 @@ class EnvoyDataPlane:
         issuers: list[IssuerSettings],
         auth_enabled: bool,
         ads: AdsServer,
-        usage: Callable[[bytes], None],
+        usage: LineSink,
     ) -> None:
         self.settings = settings
         envoy = settings.envoy

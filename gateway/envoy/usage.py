@@ -63,9 +63,18 @@ def _upstream(address: str | None) -> tuple[str, int] | None:
 def parse_line(line: bytes) -> FastPathRequest | None:
     """One usage-log line -> :class:`FastPathRequest` (None: not a fast-path inference)."""
     entry: dict[str, Any] = json.loads(line)
-    model = entry.get("model")
-    if not model:
-        return None
+    return _request(entry) if entry.get("model") else None
+
+
+def _served(entry: dict[str, Any]) -> bool:
+    """Answered with success (what :func:`_request` calls ``ok``), read cheaply."""
+    if entry.get("status") != 200 or "DC" in (entry.get("flags") or "").split(","):
+        return False
+    return entry.get("protocol") != "grpc" or entry.get("grpc_status") == 0
+
+
+def _request(entry: dict[str, Any]) -> FastPathRequest:
+    model = entry["model"]
     protocol = entry.get("protocol") or "http"
     status = entry.get("status") or 0
     if "DC" in (entry.get("flags") or "").split(","):
@@ -103,6 +112,37 @@ def parse_line(line: bytes) -> FastPathRequest | None:
     )
 
 
+# What answered requests must share to be counted together: every label and usage-record field.
+_GROUP = ("protocol", "model", "version", "subject", "issuer", "upstream", "job", "dataset")
+
+
+class FastPathTally:
+    """Answered fast-path requests with the same labels and record fields, added up."""
+
+    __slots__ = ("first", "inferences", "request_bytes", "requests", "response_bytes", "times")
+
+    def __init__(self, first: FastPathRequest) -> None:
+        self.first = first
+        self.requests = 1
+        self.inferences = first.inferences
+        self.request_bytes = first.request_bytes
+        self.response_bytes = first.response_bytes
+        self.times = [(first.duration_s, first.backend_s)]
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.requests += 1
+        self.inferences += int(entry.get("batch") or 0)
+        self.request_bytes += entry.get("request_bytes") or 0
+        self.response_bytes += entry.get("response_bytes") or 0
+        duration_us, backend_us = entry.get("duration_us"), entry.get("backend_us")
+        self.times.append(
+            (
+                duration_us / 1e6 if isinstance(duration_us, int) else 0.0,
+                backend_us / 1e6 if isinstance(backend_us, int) else 0.0,
+            )
+        )
+
+
 def served_version(snapshot: Snapshot, backend: Backend, model: str, requested: str) -> str:
     """The version a backend served: the one asked for, else its only (or newest) ready version.
 
@@ -117,7 +157,13 @@ def served_version(snapshot: Snapshot, backend: Backend, model: str, requested: 
 
 
 class UsageSink:
-    """Where the usage log's lines go: usage records (answered requests) and metrics (all)."""
+    """Where the usage log's lines go: usage records (answered requests) and metrics (all).
+
+    Lines come in reads of the log (every 0.5 s): answered requests are added up per labels and
+    record fields and recorded once per read (:meth:`flush`), one usage event and one set of metric
+    increments per group instead of per request; a failure, or every request when the access log
+    wants a line each, is handled on its own.
+    """
 
     def __init__(
         self,
@@ -130,13 +176,63 @@ class UsageSink:
         self.observer = observer
         self._snapshot = snapshot
         self._backend_at = backend_at
+        self._tallies: dict[tuple[Any, ...], FastPathTally] = {}
         self.entries = 0
 
-    def handle_line(self, line: bytes) -> None:
+    def line(self, line: bytes) -> None:
         self.entries += 1
-        request = parse_line(line)
-        if request is not None:
-            self.handle(request)
+        entry: dict[str, Any] = json.loads(line)
+        if not entry.get("model"):
+            return
+        if not _served(entry) or self.observer.logs_each():
+            self.handle(_request(entry))
+            return
+        key = tuple(entry.get(k) for k in _GROUP)
+        tally = self._tallies.get(key)
+        if tally is None:
+            self._tallies[key] = FastPathTally(_request(entry))
+        else:
+            tally.add(entry)
+
+    def flush(self) -> None:
+        """Record what the lines since the last flush add up to."""
+        tallies, self._tallies = self._tallies, {}
+        for tally in tallies.values():
+            try:
+                self._record(tally)
+            except Exception:  # one group must not keep the others from being recorded
+                log.exception("could not record %d fast-path requests", tally.requests)
+
+    def _record(self, tally: FastPathTally) -> None:
+        request = tally.first
+        backend = self._backend_at(*request.upstream) if request.upstream else None
+        version = ""
+        if backend is not None:
+            version = served_version(self._snapshot(), backend, request.model, request.version)
+        self.observer.observe_fast_path_served(tally, backend, version)
+        if backend is None:
+            log.warning(
+                "%d fast-path requests (e.g. %s) answered by an unknown upstream %s: not recorded",
+                tally.requests,
+                request.request_id,
+                request.upstream,
+            )
+            return
+        self.recorder.record(
+            UsageEvent(
+                model=request.model,
+                version_requested=request.version,
+                version_served=version,
+                facility=backend.facility,
+                backend_id=backend.id,
+                subject=request.subject,
+                issuer=request.issuer,
+                job_id=request.job_id,
+                dataset=request.dataset,
+                inferences=tally.inferences,
+                requests=tally.requests,
+            )
+        )
 
     def handle(self, request: FastPathRequest) -> None:
         backend = self._backend_at(*request.upstream) if request.upstream else None

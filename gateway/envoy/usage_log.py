@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from gateway.core.periodic import Periodic, Sleep
 
@@ -31,11 +32,19 @@ CHUNK_BYTES = 1 << 20
 LINES_PER_YIELD = 500
 
 
+class LineSink(Protocol):
+    def line(self, line: bytes) -> None:
+        """One complete line (raising skips it: it is logged, the rest are read)."""
+
+    def flush(self) -> None:
+        """The end of one read: what its lines add up to can be recorded now. Never raises."""
+
+
 class UsageLog:
     def __init__(
         self,
         path: Path,
-        on_line: Callable[[bytes], None],
+        sink: LineSink,
         reopen: Callable[[], Awaitable[object]],
         *,
         interval_s: float = 0.5,
@@ -46,7 +55,7 @@ class UsageLog:
         self.rotated = path.with_name(path.name + ".1")
         self.checkpoint = path.with_name(path.name + ".offset")
         self.rotate_bytes = rotate_bytes
-        self._on_line = on_line
+        self._sink = sink
         self._reopen = reopen
         self._fd: int | None = None  # the file being read (renamed to ``rotated`` while rotating)
         self._inode = 0
@@ -94,12 +103,13 @@ class UsageLog:
                     if handled % LINES_PER_YIELD == 0:
                         await asyncio.sleep(0)
             self._offset += end + 1
+        self._sink.flush()
         self._save()
 
     def _handle(self, line: bytes) -> None:
         self.lines += 1
         try:
-            self._on_line(line)
+            self._sink.line(line)
         except Exception:  # one odd line must not stop the rest from being recorded
             self.bad_lines += 1
             log.exception("could not record a fast-path usage line (%d bytes); skipped", len(line))

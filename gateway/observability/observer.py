@@ -29,7 +29,7 @@ from gateway.routing.registry import Registry
 if TYPE_CHECKING:
     from gateway.core.dataplane import CallContext
     from gateway.core.identity import Principal
-    from gateway.envoy.usage import FastPathRequest
+    from gateway.envoy.usage import FastPathRequest, FastPathTally
 
 T = TypeVar("T")
 UNKNOWN_ISSUER = "unknown"  # as sonic_gateway_token_validations_total says it
@@ -276,10 +276,13 @@ class InferenceObserver:
             span.outcome, span.code = self._failure(span, exc)
         self._record(span, elapsed)
 
-    def observe_fast_path(
+    def logs_each(self) -> bool:
+        """Whether every inference gets its own access-log line (then nothing is counted in bulk)."""
+        return self.access_log and access_log.isEnabledFor(logging.INFO)
+
+    def _fast_path_span(
         self, request: FastPathRequest, backend: Backend | None, served_version: str
-    ) -> None:
-        """One request Envoy served without Python (from its access log): same series, same log."""
+    ) -> InferenceSpan:
         from gateway.core.dataplane import CallContext  # at call time: the core imports this module
 
         ctx = CallContext(None, request.request_id, request.job_id)
@@ -289,6 +292,13 @@ class InferenceObserver:
         span.subject, span.issuer = request.subject, request.issuer
         span.backend = backend
         span.attempts = 1 if backend is not None else 0
+        return span
+
+    def observe_fast_path(
+        self, request: FastPathRequest, backend: Backend | None, served_version: str
+    ) -> None:
+        """One request Envoy served without Python (from its usage log): same series, same log."""
+        span = self._fast_path_span(request, backend, served_version)
         span.backend_s = request.backend_s
         span.request_bytes, span.response_bytes = request.request_bytes, request.response_bytes
         if request.ok:
@@ -300,6 +310,26 @@ class InferenceObserver:
         if not request.ok:
             span.error = request.error
         self._record(span, request.duration_s)
+
+    def observe_fast_path_served(
+        self, tally: FastPathTally, backend: Backend | None, served_version: str
+    ) -> None:
+        """Answered fast-path requests that share every label, counted at once: the same series as
+        :meth:`observe_fast_path` (each request's times still observed), no span per request. Only
+        when no access-log line per request is wanted (:meth:`logs_each`)."""
+        series = self._series_for(self._fast_path_span(tally.first, backend, served_version))
+        series.outcome("ok", "200").inc(tally.requests)
+        if tally.inferences:
+            series.inferences().inc(tally.inferences)
+        if tally.request_bytes:
+            series.request_bytes().inc(tally.request_bytes)
+        if tally.response_bytes:
+            series.response_bytes().inc(tally.response_bytes)
+        overhead, backend_time = series.overhead, series.backend_time() if backend is not None else None
+        for elapsed, backend_s in tally.times:
+            overhead.observe(max(0.0, elapsed - backend_s))
+            if backend_time is not None:
+                backend_time.observe(backend_s)
 
     def _record(self, span: InferenceSpan, elapsed: float) -> None:
         series = self._series_for(span)

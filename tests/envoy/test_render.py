@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -210,7 +211,7 @@ async def test_the_sync_loop_builds_a_view_only_when_its_inputs_changed(tmp_path
         issuers=[],
         auth_enabled=False,
         ads=AdsServer(),
-        usage=lambda line: None,
+        usage=SimpleNamespace(line=lambda line: None, flush=lambda: None),
     )
     built = 0
     real_view = plane.current_view

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.core.recording import InMemoryRecorder
@@ -84,7 +85,8 @@ def test_failures_carry_what_the_client_was_told_and_are_not_billed() -> None:
     for request in (unfinished, refused):
         service.handle(request)
     assert list(recorder.events) == []
-    service.handle_line(_line("http", batch=2))
+    service.line(_line("http", batch=2))
+    service.flush()
     (event,) = recorder.events
     assert (event.model, event.version_served, event.backend_id, event.inferences) == ("cnn", "3", LAB.id, 2)
     assert (event.subject, event.dataset) == ("alice@cern", "np04é")
@@ -115,3 +117,56 @@ def test_a_client_that_left_is_counted_as_cancelled_not_as_served() -> None:
     labels = {"frontend": "http", "outcome": "cancelled", "code": "499"}
     samples = [s for m in metrics.collect() for s in m.samples if s.name == "sonic_gateway_requests_total"]
     assert [s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items())] == [1.0]
+
+
+def _series(metrics: CollectorRegistry, name: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for m in metrics.collect()
+        for s in m.samples
+        if s.name == name
+    }
+
+
+def test_a_read_of_answered_requests_is_counted_in_groups_with_every_request_in_it() -> None:
+    registry = Registry([LAB])
+    registry.update_health(LAB.id, True, {"cnn": frozenset({"3"})})
+    metrics = CollectorRegistry()
+    recorder = InMemoryRecorder()
+    observer = InferenceObserver(gateway_metrics(metrics), registry, access_log=False)
+    sink = UsageSink(recorder, observer, lambda: registry.snapshot, lambda h, p: LAB)
+    for batch in (1, 2, 3):
+        sink.line(_line("grpc", batch=batch, request_id=f"r-{batch}"))  # differ only per request
+    sink.line(_line("grpc", batch=5, job="job-2"))  # another job: its own record
+    sink.line(_line("grpc", grpc_status=14))  # a failure: on its own, not billed
+    assert list(recorder.events) == []  # nothing until the read ends
+    sink.flush()
+    events = sorted(recorder.events, key=lambda e: e.job_id or "")
+    assert [(e.job_id, e.requests, e.inferences, e.version_served) for e in events] == [
+        ("job-1", 3, 6, "3"),
+        ("job-2", 1, 5, "3"),
+    ]
+    requests = _series(metrics, "sonic_gateway_requests_total")
+    assert [v for k, v in requests.items() if ("outcome", "ok") in k] == [4.0]
+    assert [v for k, v in requests.items() if ("outcome", "unavailable") in k] == [1.0]
+    assert sum(_series(metrics, "sonic_gateway_inferences_total").values()) == 11.0
+    assert sum(_series(metrics, "sonic_gateway_request_bytes_total").values()) == 5 * 9232  # failure too
+    # Every answered request's own times are observed: 4 answered + 1 failure.
+    assert sum(_series(metrics, "sonic_gateway_overhead_seconds_count").values()) == 5.0
+    assert sum(_series(metrics, "sonic_gateway_backend_duration_seconds_count").values()) == 5.0
+    sink.flush()
+    assert len(recorder.events) == 2  # a flush records each group once
+
+
+def test_with_an_access_log_line_per_request_each_request_is_handled_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = Registry([LAB])
+    recorder = InMemoryRecorder()
+    observer = InferenceObserver(gateway_metrics(CollectorRegistry()), registry, access_log=True)
+    sink = UsageSink(recorder, observer, lambda: registry.snapshot, lambda h, p: LAB)
+    with caplog.at_level("INFO", logger="gateway.access"):
+        sink.line(_line("grpc", request_id="r-1"))
+        sink.line(_line("grpc", request_id="r-2"))
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.access"] == ["inference"] * 2
+    assert [e.requests for e in recorder.events] == [1, 1]

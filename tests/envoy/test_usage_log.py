@@ -18,11 +18,15 @@ from gateway.envoy.usage_log import UsageLog
 class Sink:
     def __init__(self) -> None:
         self.lines: list[bytes] = []
+        self.flushed: list[int] = []  # lines seen at each flush
 
-    def __call__(self, line: bytes) -> None:
+    def line(self, line: bytes) -> None:
         if line == b"boom":
             raise ValueError("not a usage line")
         self.lines.append(line)
+
+    def flush(self) -> None:
+        self.flushed.append(len(self.lines))
 
 
 class FakeEnvoy:
@@ -62,6 +66,7 @@ async def test_complete_lines_once_and_a_partial_line_waits_for_its_end(tmp_path
     envoy.write(b'{"a":1}\n{"b":2}\n{"c"')
     await follower.poll()
     assert sink.lines == [b'{"a":1}', b'{"b":2}']
+    assert sink.flushed[-1] == 2  # each read ends with a flush of what it read
     await follower.poll()
     assert sink.lines == [b'{"a":1}', b'{"b":2}']  # nothing twice, the partial line not yet
     envoy.write(b":3}\n")
