@@ -66,9 +66,14 @@ def parse_line(line: bytes) -> FastPathRequest | None:
     return _request(entry) if entry.get("model") else None
 
 
+def _cancelled(entry: dict[str, Any]) -> bool:
+    """The client left before the answer (Envoy's DC flag): not a success, not the backend's failure."""
+    return "DC" in (entry.get("flags") or "").split(",")
+
+
 def _served(entry: dict[str, Any]) -> bool:
-    """Answered with success (what :func:`_request` calls ``ok``), read cheaply."""
-    if entry.get("status") != 200 or "DC" in (entry.get("flags") or "").split(","):
+    """Answered with success: HTTP 200 and, over gRPC, grpc-status 0 (none: it did not complete)."""
+    if entry.get("status") != 200 or _cancelled(entry):
         return False
     return entry.get("protocol") != "grpc" or entry.get("grpc_status") == 0
 
@@ -76,16 +81,14 @@ def _served(entry: dict[str, Any]) -> bool:
 def _request(entry: dict[str, Any]) -> FastPathRequest:
     model = entry["model"]
     protocol = entry.get("protocol") or "http"
-    status = entry.get("status") or 0
-    if "DC" in (entry.get("flags") or "").split(","):
-        # The client left before the answer: not a success, not the backend's failure.
-        ok, code = False, "CANCELLED" if protocol == "grpc" else "499"
+    ok = _served(entry)
+    if _cancelled(entry):
+        code = "CANCELLED" if protocol == "grpc" else "499"
     elif protocol == "grpc":
         number = entry.get("grpc_status")
-        number = number if isinstance(number, int) else 2  # no status: the call did not complete
-        ok, code = number == 0 and status == 200, _GRPC_CODES.get(number, "UNKNOWN")
+        code = _GRPC_CODES.get(number, "UNKNOWN") if isinstance(number, int) else "UNKNOWN"
     else:
-        ok, code = status == 200, str(status)
+        code = str(entry.get("status") or 0)
     error = ""
     if not ok:
         message = entry.get("grpc_message") or entry.get("grpc_message_headers") or ""
