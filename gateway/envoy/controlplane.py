@@ -188,6 +188,7 @@ class EnvoyDataPlane:
             circuit_failure_threshold=settings.routing.circuit_failure_threshold,
             circuit_base_ejection_s=settings.routing.circuit_base_ejection_s,
             circuit_max_ejection_s=settings.routing.circuit_max_ejection_s,
+            retry_max_request_bytes=settings.routing.retry_max_request_bytes,
             drain_time_s=settings.shutdown_grace_s,
             rate_limited=limits_configured(settings.limits),
             usage_log=str(self.workdir / "usage.log"),

@@ -80,6 +80,7 @@ class StaticView:
     circuit_failure_threshold: int = 3
     circuit_base_ejection_s: float = 1.0
     circuit_max_ejection_s: float = 60.0
+    retry_max_request_bytes: int = 4 * 1024 * 1024
     drain_time_s: float = 30.0
     # The file Envoy appends one usage line per fast-path request to. The control plane always sets
     # it (and follows it); renders no one serves (benchmarks, tests) log nowhere.

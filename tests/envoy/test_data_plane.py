@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import json
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,8 @@ from gateway.app import Gateway
 from gateway.auth.dev_issuer import issuer_settings  # noqa: F401 - keeps the dev issuer importable
 from gateway.core.recording import InMemoryRecorder
 from gateway.envoy.controlplane import USAGE_WRITE_FAILURES
-from gateway.envoy.render import grpc_cluster, http_cluster
-from gateway.envoy.view import ModelView
+from gateway.envoy.render import ROUTES_GRPC, grpc_cluster, http_cluster
+from gateway.envoy.view import DataPlaneView, Endpoint, ModelView
 from gateway.errors import GatewayError, status_of
 from gateway.triton.launcher import TritonServer
 from tests.auth.helpers import DROP, TestIssuer
@@ -424,6 +426,56 @@ async def test_health_and_consistency_changes_reach_envoy(edge: Edge) -> None:
     lines = [ln for ln in clusters.splitlines() if ln.startswith(f"{name}::") and "::rq_total::" in ln]
     assert len(lines) == 1, lines
     assert f":{hpc_port}::rq_total::" in lines[0]
+
+
+async def test_a_request_that_reaches_no_backend_is_retried_on_another_unless_too_large_to_copy(
+    edge: Edge,
+) -> None:
+    gateway, _, issuer = edge
+    plane = gateway.envoy
+    assert plane is not None
+    await plane._sync.stop()  # this test publishes its own views
+    with socket.socket() as probe:  # a port nothing listens on: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    dead = Endpoint("dead/127.0.0.1", "dead", "127.0.0.1", dead_port, 100)  # weighted as the live ones
+    live = _view(gateway)
+    cluster = grpc_cluster(live)
+
+    def publish(retry_max_request_bytes: int) -> None:
+        plane.publisher.static = dataclasses.replace(
+            plane.static, retry_max_request_bytes=retry_max_request_bytes
+        )
+        models = (dataclasses.replace(live, grpc=(dead, *live.grpc)),)
+        plane.publish(DataPlaneView(models=models))
+
+    async def hosts() -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"{plane.process.admin_url}/clusters", timeout=5)).text
+
+    stat = f"^cluster\\.{cluster}\\."
+    headers = {"authorization": f"Bearer {issuer.token()}"}
+    # A request larger than what Envoy may copy is sent once: no retry, counted as abandoned.
+    publish(retry_max_request_bytes=1024)  # _patches() is 27 KB
+    deadline = asyncio.get_running_loop().time() + 10
+    while f"{cluster}::127.0.0.1:{dead_port}::" not in await hosts():
+        assert asyncio.get_running_loop().time() < deadline, "Envoy never got the dead endpoint"
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(InferenceServerException):  # UNAVAILABLE, unless the live one was picked
+        await _infer(gateway, headers)
+    assert envoy_stat(gateway, stat + "retry_or_shadow_abandoned$") == 1
+    assert envoy_stat(gateway, stat + "upstream_rq_retry$") == 0
+    # Within the limit, the refused connection is retried on the live backend: every call is served.
+    publish(retry_max_request_bytes=1 << 20)
+    routes = f"^http\\.public_grpc\\.rds\\.{ROUTES_GRPC}\\.update_success$"
+    pushed = envoy_stat(gateway, routes)
+    await eventually(lambda: envoy_stat(gateway, routes) > pushed, what="the new routes to reach Envoy")
+    for _ in range(30):  # until one was sent to the dead backend first (1 in 3 each)
+        await _infer(gateway, headers)
+        if envoy_stat(gateway, stat + "upstream_rq_retry$"):
+            break
+    assert envoy_stat(gateway, stat + "upstream_rq_retry$") == 1
+    assert envoy_stat(gateway, stat + "retry_or_shadow_abandoned$") == 1
 
 
 async def test_envoy_is_restarted_when_it_dies(edge: Edge) -> None:

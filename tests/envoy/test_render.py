@@ -125,6 +125,7 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
     retry = fast["route"]["retry_policy"]
     assert retry["num_retries"] == 1  # once more, never twice
     assert set(retry["retry_on"].split(",")) == {"connect-failure", "refused-stream", "reset", "unavailable"}
+    assert fast["request_body_buffer_limit"] == 4 * 1024 * 1024  # larger requests are not copied to retry
     outlier = clusters[grpc_cluster(cnn)]["outlier_detection"]
     assert outlier["enforcing_consecutive_5xx"] == 0  # an INTERNAL answer means the backend is up
     assert outlier["enforcing_consecutive_gateway_failure"] == 100
