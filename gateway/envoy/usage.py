@@ -207,16 +207,30 @@ class UsageSink:
                 log.exception("could not record %d fast-path requests", tally.requests)
 
     def _record(self, tally: FastPathTally) -> None:
-        request = tally.first
-        backend = self._backend_at(*request.upstream) if request.upstream else None
-        version = ""
-        if backend is not None:
-            version = served_version(self._snapshot(), backend, request.model, request.version)
+        backend, version = self._served_by(tally.first)
         self.observer.observe_fast_path_served(tally, backend, version)
+        self._record_usage(tally.first, backend, version, tally.requests, tally.inferences)
+
+    def handle(self, request: FastPathRequest) -> None:
+        backend, version = self._served_by(request)
+        self.observer.observe_fast_path(request, backend, version)
+        if request.ok:
+            self._record_usage(request, backend, version, 1, request.inferences)
+
+    def _served_by(self, request: FastPathRequest) -> tuple[Backend | None, str]:
+        """The backend at the upstream address Envoy logged, and the version it served."""
+        backend = self._backend_at(*request.upstream) if request.upstream else None
+        if backend is None:
+            return None, ""
+        return backend, served_version(self._snapshot(), backend, request.model, request.version)
+
+    def _record_usage(
+        self, request: FastPathRequest, backend: Backend | None, version: str, requests: int, inferences: int
+    ) -> None:
         if backend is None:
             log.warning(
-                "%d fast-path requests (e.g. %s) answered by an unknown upstream %s: not recorded",
-                tally.requests,
+                "%d fast-path request(s) (e.g. %s) answered by an unknown upstream %s: not recorded",
+                requests,
                 request.request_id,
                 request.upstream,
             )
@@ -232,35 +246,7 @@ class UsageSink:
                 issuer=request.issuer,
                 job_id=request.job_id,
                 dataset=request.dataset,
-                inferences=tally.inferences,
-                requests=tally.requests,
+                inferences=inferences,
+                requests=requests,
             )
         )
-
-    def handle(self, request: FastPathRequest) -> None:
-        backend = self._backend_at(*request.upstream) if request.upstream else None
-        version = ""
-        if backend is not None:
-            version = served_version(self._snapshot(), backend, request.model, request.version)
-        self.observer.observe_fast_path(request, backend, version)
-        if request.ok and backend is not None:
-            self.recorder.record(
-                UsageEvent(
-                    model=request.model,
-                    version_requested=request.version,
-                    version_served=version,
-                    facility=backend.facility,
-                    backend_id=backend.id,
-                    subject=request.subject,
-                    issuer=request.issuer,
-                    job_id=request.job_id,
-                    dataset=request.dataset,
-                    inferences=request.inferences,
-                )
-            )
-        elif request.ok:
-            log.warning(
-                "fast-path request %s answered by an unknown upstream %s: not recorded",
-                request.request_id,
-                request.upstream,
-            )

@@ -93,6 +93,18 @@ class _Series:
             self._response_bytes = self._m.response_bytes.labels(*self._labels)
         return self._response_bytes
 
+    def count(
+        self, outcome: str, code: str, requests: int, inferences: int, request_bytes: int, response_bytes: int
+    ) -> None:
+        """Requests with one outcome, and what they carried (zeros leave a series untouched)."""
+        self.outcome(outcome, code).inc(requests)
+        if inferences:
+            self.inferences().inc(inferences)
+        if request_bytes:
+            self.request_bytes().inc(request_bytes)
+        if response_bytes:
+            self.response_bytes().inc(response_bytes)
+
     def backend_time(self) -> Histogram:
         if self._backend_time is None:
             self._backend_time = self._m.backend_time.labels(*self._labels)
@@ -318,13 +330,7 @@ class InferenceObserver:
         :meth:`observe_fast_path` (each request's times still observed), no span per request. Only
         when no access-log line per request is wanted (:meth:`logs_each`)."""
         series = self._series_for(self._fast_path_span(tally.first, backend, served_version))
-        series.outcome("ok", "200").inc(tally.requests)
-        if tally.inferences:
-            series.inferences().inc(tally.inferences)
-        if tally.request_bytes:
-            series.request_bytes().inc(tally.request_bytes)
-        if tally.response_bytes:
-            series.response_bytes().inc(tally.response_bytes)
+        series.count("ok", "200", tally.requests, tally.inferences, tally.request_bytes, tally.response_bytes)
         overhead, backend_time = series.overhead, series.backend_time() if backend is not None else None
         for elapsed, backend_s in tally.times:
             overhead.observe(max(0.0, elapsed - backend_s))
@@ -333,13 +339,7 @@ class InferenceObserver:
 
     def _record(self, span: InferenceSpan, elapsed: float) -> None:
         series = self._series_for(span)
-        series.outcome(span.outcome, span.code).inc()
-        if span.inferences:
-            series.inferences().inc(span.inferences)
-        if span.request_bytes:
-            series.request_bytes().inc(span.request_bytes)
-        if span.response_bytes:
-            series.response_bytes().inc(span.response_bytes)
+        series.count(span.outcome, span.code, 1, span.inferences, span.request_bytes, span.response_bytes)
         overhead = max(0.0, elapsed - span.backend_s)
         series.overhead.observe(overhead)
         if span.attempts:
