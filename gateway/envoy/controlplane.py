@@ -31,9 +31,9 @@ from gateway.routing.registry import Snapshot
 log = logging.getLogger("gateway.envoy")
 
 ModelGroups = Callable[[str], Collection[str] | None]
+Pending = Callable[[str], dict[str, int]]
 # How often Envoy writes the usage log and the control plane reads it.
 USAGE_FLUSH_S = 0.5
-Pending = Callable[[str], dict[str, int]]
 # Envoy's counters of failed writes and reopens of its access-log files (the usage log is the only one).
 USAGE_WRITE_FAILURES = r"^filesystem\.(write|reopen)_failed$"
 

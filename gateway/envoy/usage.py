@@ -66,6 +66,11 @@ def parse_line(line: bytes) -> FastPathRequest | None:
     return _request(entry) if entry.get("model") else None
 
 
+def _seconds(microseconds: object) -> float:
+    """A COMMON_DURATION in microseconds -> seconds (null: the time point was never reached)."""
+    return microseconds / 1e6 if isinstance(microseconds, int) else 0.0
+
+
 def _cancelled(entry: dict[str, Any]) -> bool:
     """The client left before the answer (Envoy's DC flag): not a success, not the backend's failure."""
     return "DC" in (entry.get("flags") or "").split(",")
@@ -93,7 +98,6 @@ def _request(entry: dict[str, Any]) -> FastPathRequest:
     if not ok:
         message = entry.get("grpc_message") or entry.get("grpc_message_headers") or ""
         error = unquote(message) or entry.get("details") or ""
-    duration_us, backend_us = entry.get("duration_us"), entry.get("backend_us")
     return FastPathRequest(
         protocol=protocol,
         model=model,
@@ -110,8 +114,8 @@ def _request(entry: dict[str, Any]) -> FastPathRequest:
         request_id=entry.get("request_id") or "",
         request_bytes=entry.get("request_bytes") or 0,
         response_bytes=entry.get("response_bytes") or 0,
-        duration_s=duration_us / 1e6 if isinstance(duration_us, int) else 0.0,
-        backend_s=backend_us / 1e6 if isinstance(backend_us, int) else 0.0,
+        duration_s=_seconds(entry.get("duration_us")),
+        backend_s=_seconds(entry.get("backend_us")),
     )
 
 
@@ -137,13 +141,7 @@ class FastPathTally:
         self.inferences += int(entry.get("batch") or 0)
         self.request_bytes += entry.get("request_bytes") or 0
         self.response_bytes += entry.get("response_bytes") or 0
-        duration_us, backend_us = entry.get("duration_us"), entry.get("backend_us")
-        self.times.append(
-            (
-                duration_us / 1e6 if isinstance(duration_us, int) else 0.0,
-                backend_us / 1e6 if isinstance(backend_us, int) else 0.0,
-            )
-        )
+        self.times.append((_seconds(entry.get("duration_us")), _seconds(entry.get("backend_us"))))
 
 
 def served_version(snapshot: Snapshot, backend: Backend, model: str, requested: str) -> str:
@@ -180,10 +178,8 @@ class UsageSink:
         self._snapshot = snapshot
         self._backend_at = backend_at
         self._tallies: dict[tuple[Any, ...], FastPathTally] = {}
-        self.entries = 0
 
     def line(self, line: bytes) -> None:
-        self.entries += 1
         entry: dict[str, Any] = json.loads(line)
         if not entry.get("model"):
             return
