@@ -383,6 +383,47 @@ async def test_the_usage_log_rotates_under_the_real_envoy_and_loses_no_record(
     assert not follower.rotated.exists()
 
 
+async def test_lines_a_stopped_control_plane_left_unread_are_recorded_by_the_next_start(
+    tritons: list[TritonServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer = TestIssuer("http://127.0.0.1/issuer")
+    work_dir = tmp_path / "envoy"
+    headers = {"authorization": f"Bearer {issuer.token()}"}
+
+    def recorded(recorder: InMemoryRecorder, job: str) -> int:
+        return sum(e.requests for e in recorder.events if e.job_id == job)
+
+    with serving_jwks(issuer) as jwks_uri:
+        runs = []
+        for run in ("first", "second"):
+            gateway, recorder = envoy_gateway(
+                tritons, jwks_uri, issuer, envoy={"enabled": True, "work_dir": str(work_dir)}
+            )
+            runs.append(recorder)
+            await gateway.start()
+            plane = gateway.envoy
+            assert plane is not None
+            try:
+                await eventually(lambda: bool(plane.view.models), what="first push")  # noqa: B023
+                await _infer(gateway, {**headers, "sonic-job-id": f"{run}-read"})
+                await eventually(lambda: recorded(recorder, f"{run}-read") == 1, what="a record")  # noqa: B023
+                if run == "first":
+                    # The follower stops reading (as if the control plane had died); Envoy writes on.
+                    await plane.usage_log._periodic.stop()
+                    await _infer(gateway, {**headers, "sonic-job-id": "first-unread"})
+                    monkeypatch.setattr(plane.usage_log, "stop", _no_final_read)
+            finally:
+                await gateway.stop(grace_s=1)
+    first, second = runs
+    assert recorded(first, "first-unread") == 0  # Envoy wrote it at exit; no one read it
+    assert recorded(second, "first-unread") == 1  # the next start did, once
+    assert recorded(second, "first-read") == 0  # and nothing the first run had read
+
+
+async def _no_final_read(*, remove: bool = False) -> None:
+    """A control plane that died does not read the log to its end."""
+
+
 async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:
     gateway, _, _ = edge
     async with httpx.AsyncClient() as http:
