@@ -1,7 +1,7 @@
 """Usage from the fast path: Envoy's usage-log lines -> usage records and metrics.
 
 Envoy appends one JSON line per request the policy filter sent straight to a backend (its dynamic
-metadata ``sonic``: model, version, subject, issuer, batch; the format is
+metadata ``sonic:u``: model, version, subject, issuer and batch, tab-separated; the format is
 :func:`gateway.envoy.render.usage_log_format`); :mod:`gateway.envoy.usage_log` follows the file and
 hands each line here, which turns each answered request into the same
 :class:`~gateway.core.recording.UsageEvent` the Python path records, through the same recorder (same
@@ -19,7 +19,7 @@ from urllib.parse import unquote
 import grpc
 
 from gateway.core.recording import UsageEvent, UsageRecorder, decode_tag
-from gateway.envoy.render import decode_name
+from gateway.envoy.render import USAGE_ENTRY, USAGE_FIELDS, decode_name
 from gateway.observability.observer import InferenceObserver
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Snapshot
@@ -63,7 +63,19 @@ def _upstream(address: str | None) -> tuple[str, int] | None:
 def parse_line(line: bytes) -> FastPathRequest | None:
     """One usage-log line -> :class:`FastPathRequest` (None: not a fast-path inference)."""
     entry: dict[str, Any] = json.loads(line)
-    return _request(entry) if entry.get("model") else None
+    return _request(entry) if entry.get(USAGE_ENTRY) else None
+
+
+def _usage(entry: dict[str, Any]) -> list[str]:
+    """The policy filter's entry: model, version, subject, issuer, batch (USAGE_FIELDS)."""
+    fields: list[str] = entry[USAGE_ENTRY].split("\t")
+    if len(fields) != len(USAGE_FIELDS) or not fields[0]:
+        raise ValueError(f"a usage entry holds {len(fields)} fields, not {len(USAGE_FIELDS)}")
+    return fields
+
+
+def _batch(text: str) -> int:
+    return int(text) if text else 0
 
 
 def _seconds(microseconds: object) -> float:
@@ -84,7 +96,7 @@ def _served(entry: dict[str, Any]) -> bool:
 
 
 def _request(entry: dict[str, Any]) -> FastPathRequest:
-    model = entry["model"]
+    model, version, subject, issuer, batch = _usage(entry)
     protocol = entry.get("protocol") or "http"
     ok = _served(entry)
     if _cancelled(entry):
@@ -101,10 +113,10 @@ def _request(entry: dict[str, Any]) -> FastPathRequest:
     return FastPathRequest(
         protocol=protocol,
         model=model,
-        version=entry.get("version") or "",
-        subject=decode_name(entry.get("subject") or ""),
-        issuer=decode_name(entry.get("issuer") or ""),
-        inferences=int(entry.get("batch") or 0),
+        version=version,
+        subject=decode_name(subject),
+        issuer=decode_name(issuer),
+        inferences=_batch(batch),
         upstream=_upstream(entry.get("upstream")),
         ok=ok,
         code=code,
@@ -119,8 +131,9 @@ def _request(entry: dict[str, Any]) -> FastPathRequest:
     )
 
 
-# What answered requests must share to be counted together: every label and usage-record field.
-_GROUP = ("protocol", "model", "version", "subject", "issuer", "upstream", "job", "dataset")
+# What answered requests must share to be counted together: every label and usage-record field
+# (with the usage entry's model, version, subject and issuer: all of it but the batch).
+_GROUP = ("protocol", "upstream", "job", "dataset")
 
 
 class FastPathTally:
@@ -136,9 +149,9 @@ class FastPathTally:
         self.response_bytes = first.response_bytes
         self.times = [(first.duration_s, first.backend_s)]
 
-    def add(self, entry: dict[str, Any]) -> None:
+    def add(self, entry: dict[str, Any], inferences: int) -> None:
         self.requests += 1
-        self.inferences += int(entry.get("batch") or 0)
+        self.inferences += inferences
         self.request_bytes += entry.get("request_bytes") or 0
         self.response_bytes += entry.get("response_bytes") or 0
         self.times.append((_seconds(entry.get("duration_us")), _seconds(entry.get("backend_us"))))
@@ -181,17 +194,20 @@ class UsageSink:
 
     def line(self, line: bytes) -> None:
         entry: dict[str, Any] = json.loads(line)
-        if not entry.get("model"):
+        usage: str | None = entry.get(USAGE_ENTRY)
+        if not usage:
             return
         if not _served(entry) or self.observer.logs_each():
             self.handle(_request(entry))
             return
-        key = tuple(entry.get(k) for k in _GROUP)
+        # Same head (all of the usage entry but the batch) as the tally's first, validated, line.
+        head, _, batch = usage.rpartition("\t")
+        key = (head, *(entry.get(k) for k in _GROUP))
         tally = self._tallies.get(key)
         if tally is None:
             self._tallies[key] = FastPathTally(_request(entry))
         else:
-            tally.add(entry)
+            tally.add(entry, _batch(batch))
 
     def flush(self) -> None:
         """Record what the lines since the last flush add up to."""

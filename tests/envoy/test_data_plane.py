@@ -92,17 +92,21 @@ async def edge(tritons: list[TritonServer], tmp_path: Path) -> AsyncIterator[Edg
             await gateway.stop(grace_s=1)
 
 
-async def _infer(gateway: Gateway, headers: dict[str, str], model: str = MODEL) -> np.ndarray:
+async def _infer(
+    gateway: Gateway, headers: dict[str, str], model: str = MODEL, version: str = ""
+) -> np.ndarray:
     async with grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}") as client:
-        result = await client.infer(model, _grpc_inputs(_patches()), headers=headers)
+        result = await client.infer(model, _grpc_inputs(_patches()), model_version=version, headers=headers)
         out = result.as_numpy("OUTPUT0")
         assert out is not None
         return out
 
 
-async def _refusal(gateway: Gateway, headers: dict[str, str], model: str = MODEL) -> InferenceServerException:
+async def _refusal(
+    gateway: Gateway, headers: dict[str, str], model: str = MODEL, version: str = ""
+) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as info:
-        await _infer(gateway, headers, model)
+        await _infer(gateway, headers, model, version)
     return info.value
 
 
@@ -238,6 +242,20 @@ async def test_model_groups_reach_envoy_and_decide_the_path(edge: Edge) -> None:
     assert error.status() == "StatusCode.PERMISSION_DENIED"
     assert "/cms" in (error.message() or "")
     await _infer(gateway, {"authorization": f"Bearer {issuer.token(**{'wlcg.groups': ['/cms']})}"})
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
+
+
+async def test_only_a_version_the_backends_serve_takes_the_fast_path(edge: Edge) -> None:
+    gateway, _, issuer = edge
+    assert _view(gateway).versions == ("1",)
+    auth = {"authorization": f"Bearer {issuer.token()}"}
+    before = envoy_stat(gateway, _cluster_stat(MODEL))
+    await _infer(gateway, auth, version="1")
+    assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
+    # Not served, or a list that holds a served one: Python answers, no backend is asked by Envoy.
+    for version in ("7", "1,2", ",1", "1|"):
+        error = await _refusal(gateway, auth, version=version)
+        assert version in (error.message() or ""), error.message()
     assert envoy_stat(gateway, _cluster_stat(MODEL)) == before + 1
 
 

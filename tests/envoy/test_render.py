@@ -20,6 +20,7 @@ from gateway.envoy.render import (
     SLOW_GRPC,
     T_ENDPOINTS,
     encode_name,
+    fast_policy,
     grpc_cluster,
     http_cluster,
     render_bootstrap,
@@ -129,10 +130,9 @@ def test_rendered_routes_clusters_and_endpoints(tmp_path: Path) -> None:
     outlier = clusters[grpc_cluster(cnn)]["outlier_detection"]
     assert outlier["enforcing_consecutive_5xx"] == 0  # an INTERNAL answer means the backend is up
     assert outlier["enforcing_consecutive_gateway_failure"] == 100
-    assert fast["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == {
-        "versions": ["2"],
-        "groups": [encode_name("/a b")],
-    }
+    # The model's rules, one string for the policy filter: versions, then the groups that may use it.
+    assert fast["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == ",2,|" + encode_name("/a b")
+    assert by_model["tiny"]["metadata"]["filter_metadata"]["sonic.policy"]["policy"] == ",1,"
     # Everything else: the Python path.
     assert host["matcher"]["on_no_match"]["action"]["typed_config"]["routes"] == [
         {"name": "slow", "match": {"prefix": "/"}, "route": {"cluster": SLOW_GRPC, "timeout": "0s"}}
@@ -252,3 +252,15 @@ def test_host_names_are_resolved_once_per_ttl(monkeypatch: pytest.MonkeyPatch) -
     now[0] += 0.1
     assert resolver("triton.example.org") == "10.0.0.2"  # expired: looked up again
     assert lookups == ["triton.example.org", "triton.example.org"]
+
+
+def test_a_models_rules_are_one_string_that_cannot_be_read_across_fields() -> None:
+    def model(versions: tuple[str, ...], groups: tuple[str, ...] | None) -> ModelView:
+        return ModelView("cnn", (), (), groups, versions)
+
+    assert fast_policy(model(("1", "10"), None)) == ",1,10,"
+    # Versions that would blur the separators are left to the Python path.
+    assert fast_policy(model(("1", "2,3", "4|5"), None)) == ",1,"
+    assert fast_policy(model((), ("/cms", "a b|c"))) == ",|" + "%2Fcms a%20b%7Cc"
+    assert fast_policy(model(("1",), ())) == ",1,|"  # restricted to no group at all: nobody
+

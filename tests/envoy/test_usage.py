@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.core.recording import InMemoryRecorder
-from gateway.envoy.render import usage_log_format
+from gateway.envoy.render import USAGE_FIELDS, usage_log_format
 from gateway.envoy.usage import UsageSink, parse_line, served_version
 from gateway.observability.metrics import gateway_metrics
 from gateway.observability.observer import InferenceObserver
@@ -20,14 +20,14 @@ LAB = Backend("lab/10.0.0.1:8001", "lab", "10.0.0.1:8001", "10.0.0.1:8000")
 
 
 def _line(protocol: str, *, grpc_status: int | None = 0, status: int = 200, **fields: Any) -> bytes:
-    """A line as Envoy's JSON formatter writes it for ``usage_log_format(protocol)`` (missing: null)."""
+    """A line as Envoy's JSON formatter writes it for ``usage_log_format(protocol)`` (missing: null);
+    model, version, subject, issuer and batch go into the policy filter's one tab-separated entry."""
+    usage: dict[str, Any] = {"model": "cnn", "version": "", "subject": "alice%40cern", "issuer": "https://i"}
+    usage.update(batch=1)
+    usage.update((k, fields.pop(k)) for k in USAGE_FIELDS if k in fields)
     entry: dict[str, Any] = {
         "protocol": protocol,
-        "model": "cnn",
-        "version": "",
-        "subject": "alice%40cern",
-        "issuer": "https://i",
-        "batch": 1,
+        "u": "\t".join("" if usage[k] is None else str(usage[k]) for k in USAGE_FIELDS),
         "upstream": "10.0.0.1:8001",
         "status": status,
         "flags": "-",
@@ -93,7 +93,15 @@ def test_failures_carry_what_the_client_was_told_and_are_not_billed() -> None:
 
 
 def test_lines_without_the_policy_mark_are_not_fast_path_requests() -> None:
-    assert parse_line(_line("grpc", model=None)) is None
+    assert parse_line(_line("grpc", u=None)) is None
+
+
+def test_an_entry_without_a_batch_counts_no_inferences_and_a_malformed_one_is_refused_loudly() -> None:
+    parsed = parse_line(_line("grpc", batch=None, version="2", issuer="https://i%09x"))
+    assert parsed is not None
+    assert (parsed.version, parsed.issuer, parsed.inferences) == ("2", "https://i\tx", 0)
+    with pytest.raises(ValueError, match="holds 4 fields"):
+        parse_line(_line("grpc", u="cnn\t\talice\t1"))
 
 
 def test_the_served_version_is_the_requested_one_or_the_newest_ready() -> None:
