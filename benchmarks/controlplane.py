@@ -277,7 +277,6 @@ def start_sized(
             control_grpc=("127.0.0.1", control_port),  # ADS
             control_http=("127.0.0.1", free_port()),  # nothing needs it with auth off
         ),
-        issuers=(),
         auth_enabled=False,
     )
     publisher = AdsPublisher(static, ads)

@@ -9,8 +9,8 @@ Arms, in the same interleaved rounds, all on one Triton:
 3. ``gateway's Envoy, auth off`` - the Envoy config the control plane renders (the policy filter,
    per-model routes, retries, outlier detection, usage lines to /dev/null), auth off,
    published by the gateway's own code for the real model alone: Envoy without Python;
-4. ``gateway (Envoy + Python), auth on`` - ``sonic-gateway serve``: adds jwt_authn, the per-token
-   verdict, and the Python control plane (reading the usage log = usage records, health, queues).
+4. ``gateway (Envoy + Python), auth on`` - ``sonic-gateway serve``: adds the per-token verdict
+   and the Python control plane (reading the usage log = usage records, health, queues).
 
 The differences between neighbours are what each piece costs per request.
 """
@@ -36,7 +36,6 @@ def gateway_filter(name: str) -> dict[str, Any]:
     port = ("127.0.0.1", 1)
     static = StaticView(
         addresses=Addresses(port, port, port, port, port),
-        issuers=(),
         auth_enabled=False,
     )
     (listener,) = [
@@ -168,7 +167,7 @@ def run(workdir: Path, outdir: Path, *, quick: bool, command: str) -> dict[str, 
             "renders it (auth off). gateway's Envoy, auth off = render_bootstrap + the ADS server for the "
             "real model alone (policy filter, per-model routes, usage lines written to /dev/null), "
             "no Python process. The last arm is `sonic-gateway serve` with auth on: it adds "
-            "jwt_authn, the Lua verdict table and Python (usage records from the usage log, "
+            "the Lua verdict table and Python (usage records from the usage log, "
             "health and queue probes, the 0.25 s sync loop).",
             "All Envoys run 2 worker threads. CPU is each process tree's utime+stime per request; the two "
             "plain arms share one Envoy process, charged over each arm's own interval.",

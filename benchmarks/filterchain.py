@@ -77,7 +77,7 @@ import json
 from gateway.envoy.render import render_bootstrap
 from gateway.envoy.view import Addresses, StaticView
 port = ("127.0.0.1", 1)
-static = StaticView(addresses=Addresses(port, port, port, port, port), issuers=(), auth_enabled=False)
+static = StaticView(addresses=Addresses(port, port, port, port, port), auth_enabled=False)
 (grpc,) = [x for x in render_bootstrap(static)["static_resources"]["listeners"] if x["name"] == "public_grpc"]
 chain = grpc["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
 print(json.dumps([f for f in chain if f["name"] != "envoy.filters.http.router"]))

@@ -386,11 +386,10 @@ def auth(ctx: Context) -> tuple[dict[str, Any], Columns]:
         "notes": [
             "Three gateways (each Envoy + Python) on the same Triton: one with `auth.enabled: false`, two "
             "validating dev-issuer ES256 tokens (the same code path as real issuers), one per auth arm.",
-            "With a cached token the check is Envoy's: jwt_authn with its verified-token cache, then the "
-            "policy filter's per-token verdict table (Python is asked once per token and Envoy worker). The "
-            "uncached arm sends a different freshly minted token on every request: each costs Envoy a "
-            "signature check and Python one /internal/verify call (a full validation by gateway/auth). Its "
-            "request count is capped by the number of tokens minted.",
+            "With a cached token the check is Envoy's: the policy filter's per-token verdict table (Python "
+            "is asked once per token and Envoy worker). The uncached arm sends a different freshly minted "
+            "token on every request: each costs Python one /internal/verify call (a full validation by "
+            "gateway/auth). Its request count is capped by the number of tokens minted.",
             "Arms run back to back in each round, in rotated order; the goal reads the median over rounds of "
             "each round's own ratio (cached arm / auth off), which the machine's drift between rounds "
             "does not bias. 'per-round range' shows how far single rounds strayed.",

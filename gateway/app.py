@@ -18,8 +18,7 @@ import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.registry import Collector
 
-from gateway.auth import TokenAuthenticator, build_auth, trusted_issuers
-from gateway.auth.keys import IssuerKeys
+from gateway.auth import build_auth
 from gateway.auth.outbound import BackendCredentials, OutboundCredentials
 from gateway.backends.grpc_pool import GrpcBackendPool
 from gateway.backends.http_pool import HttpBackendPool
@@ -31,7 +30,7 @@ from gateway.core.identity import Authenticator, Authorizer
 from gateway.core.recording import UsageRecorder
 from gateway.envoy.ads import AdsServer
 from gateway.envoy.ads import register as register_ads
-from gateway.envoy.controlplane import EnvoyDataPlane, provider_name
+from gateway.envoy.controlplane import EnvoyDataPlane
 from gateway.envoy.internal_api import internal_router
 from gateway.envoy.ratelimit import RateLimitService
 from gateway.envoy.ratelimit import register as register_rate_limit_service
@@ -196,16 +195,6 @@ class Gateway:
         lookup = getattr(self.authorizer, "model_groups", None)
         return lookup(model) if lookup is not None else None
 
-    def _keys_by_provider(self) -> dict[str, IssuerKeys]:
-        if not isinstance(self.authenticator, TokenAuthenticator):
-            return {}
-        issuers = self.authenticator.validator.issuers
-        return {
-            provider_name(i): issuers[entry.issuer].keys
-            for i, entry in enumerate(trusted_issuers(self.settings.auth))
-            if entry.issuer in issuers
-        }
-
     def _start_metrics(self) -> None:
         if self.settings.listen.metrics is None:
             return
@@ -253,9 +242,8 @@ class Gateway:
         sock = _listen_socket(http_listen)
         self.http_port = sock.getsockname()[1]
         app = create_http_app(self)
-        keys = self._keys_by_provider()
         if use_envoy:
-            app.include_router(internal_router(keys, self.authenticator, self.authorizer))
+            app.include_router(internal_router(self.authenticator, self.authorizer))
         config = uvicorn.Config(
             app,
             log_level="warning",
@@ -279,7 +267,6 @@ class Gateway:
                 pending=self.queues.pending_by_model,
                 model_groups=self._model_groups,
                 credentialed=self.credentials_backends,
-                issuers=trusted_issuers(self.settings.auth) if keys else [],
                 auth_enabled=self.settings.auth.enabled,
                 ads=self.ads,
                 usage=self.usage,

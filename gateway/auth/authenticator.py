@@ -78,7 +78,7 @@ class TokenAuthenticator:
             )
         return token
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, *, quiet: bool = False) -> Principal:
         try:
             token = self.bearer_token(authorization)
             digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -90,14 +90,17 @@ class TokenAuthenticator:
                 del self._cache[digest]
             validated = await self.validator.validate(token)
         except TokenRejected as exc:
-            self._count_rejection(authorization, exc.detail, exc.message)
+            if not quiet:
+                self._count_rejection(authorization, exc.detail, exc.message)
             raise
         except Unavailable as exc:
-            self._count_rejection(authorization, "keys_unavailable", exc.message)
+            if not quiet:
+                self._count_rejection(authorization, "keys_unavailable", exc.message)
             raise
         except Exception as exc:  # fail closed: a library surprise is a bad token, never a 500
             log.warning("token validation failed unexpectedly: %s", type(exc).__name__)
-            self._count_rejection(authorization, "malformed", "the bearer token could not be parsed")
+            if not quiet:
+                self._count_rejection(authorization, "malformed", "the bearer token could not be parsed")
             raise TokenRejected("malformed", "the bearer token could not be parsed") from None
         self._remember(digest, validated)
         self._validated_ok[validated.principal.issuer].inc()

@@ -32,8 +32,12 @@ ANONYMOUS = Principal(issuer="", subject="anonymous")
 class Authenticator(Protocol):
     """Turns the value of an ``authorization`` header (or gRPC metadata) into a Principal."""
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        """Return the caller, or raise ``Unauthenticated`` with a reason a user can act on."""
+    async def authenticate(self, authorization: str | None, *, quiet: bool = False) -> Principal:
+        """Return the caller, or raise ``Unauthenticated`` with a reason a user can act on.
+
+        ``quiet``: a refusal is neither counted nor logged, because it answers a pre-check (Envoy's
+        verdict) whose request is then answered, counted and logged by the Python path.
+        """
         ...
 
 
@@ -52,7 +56,7 @@ class Authorizer(Protocol):
 class AllowAllAuthenticator:
     """Used only when ``auth.enabled`` is false (benchmarks of auth cost, local experiments)."""
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, *, quiet: bool = False) -> Principal:
         return ANONYMOUS
 
 

@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from gateway.config import IssuerSettings, LimitSettings, Settings, parse_address
+from gateway.config import LimitSettings, Settings, parse_address
 from gateway.core.periodic import Periodic
 from gateway.envoy.ads import AdsPublisher, AdsServer, PushStats
 from gateway.envoy.binary import envoy_binary
 from gateway.envoy.render import render_bootstrap
 from gateway.envoy.supervisor import EnvoyProcess
 from gateway.envoy.usage_log import LineSink, UsageLog
-from gateway.envoy.view import Addresses, DataPlaneView, Endpoint, IssuerRule, ModelView, StaticView
+from gateway.envoy.view import Addresses, DataPlaneView, Endpoint, ModelView, StaticView
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Snapshot
 
@@ -36,27 +36,6 @@ Pending = Callable[[str], dict[str, int]]
 USAGE_FLUSH_S = 0.5
 # Envoy's counters of failed writes and reopens of its access-log files (the usage log is the only one).
 USAGE_WRITE_FAILURES = r"^filesystem\.(write|reopen)_failed$"
-
-
-def provider_name(index: int) -> str:
-    return f"issuer-{index}"
-
-
-def issuer_rules(issuers: list[IssuerSettings]) -> tuple[IssuerRule, ...]:
-    rules = []
-    for i, entry in enumerate(issuers):
-        audiences = list(entry.audience)
-        if entry.allow_any_audience:
-            audiences.append("https://wlcg.cern.ch/jwt/v1/any")
-        rules.append(
-            IssuerRule(
-                issuer=entry.issuer,
-                provider=provider_name(i),
-                audiences=tuple(audiences),
-                leeway_s=entry.leeway_s,
-            )
-        )
-    return tuple(rules)
 
 
 def limits_configured(limits: LimitSettings) -> bool:
@@ -161,7 +140,6 @@ class EnvoyDataPlane:
         pending: Pending,
         model_groups: ModelGroups,
         credentialed: Collection[str],
-        issuers: list[IssuerSettings],
         auth_enabled: bool,
         ads: AdsServer,
         usage: LineSink,
@@ -179,7 +157,6 @@ class EnvoyDataPlane:
                 control_grpc=control_grpc,
                 control_http=control_http,
             ),
-            issuers=issuer_rules(issuers) if auth_enabled else (),
             auth_enabled=auth_enabled,
             default_timeout_s=settings.routing.default_timeout_s,
             # Envoy buffers a whole request (to read the model and check the body): up to the

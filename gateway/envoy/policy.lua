@@ -1,9 +1,9 @@
--- SONIC gateway policy, run by Envoy on every request after jwt_authn.
+-- SONIC gateway policy, run by Envoy on every public request.
 --
 -- It decides one thing: may this request take the fast path (straight to a Triton backend)?
--- Only when it is certain: a token whose signature Envoy verified with the vetted keys AND that the
--- gateway's own validator accepted for inference (every profile rule; verdicts cached per token),
--- a model the token may use, nothing in the request Envoy cannot check cheaply. Anything else goes
+-- Only when it is certain: a token the gateway's own validator accepted for inference (signature
+-- with the keys gateway/auth vetted, every profile rule; verdicts cached per token), a model the
+-- token may use, nothing in the request Envoy cannot check cheaply. Anything else goes
 -- to the Python frontend, which gives the authoritative answer (401/403/404 with a useful message).
 -- x-sonic-model and x-sonic-fast are the gateway's own marks (the only headers its routes match on):
 -- whatever a client sent under those names is removed first, so it can never mark its own request.
@@ -32,6 +32,9 @@ end
 -- Authorization value until the token expires: each token costs one loopback call per worker.
 local VERDICTS, VERDICT_COUNT = {}, 0
 local MAX_VERDICTS = 10000
+-- Only a value shaped like "Bearer <JWS compact>" is worth asking about; anything else goes to the
+-- Python path, which says what is wrong with it.
+local BEARER_JWS = "^[Bb][Ee][Aa][Rr][Ee][Rr] +[%w_%-]+%.[%w_%-]+%.[%w_%-]+$"
 
 local function parse_verdict(body)
   local lines = {}
@@ -45,13 +48,11 @@ end
 
 -- The caller, when the gateway's validator accepts the token for inference; else nil.
 local function principal(handle, authorization)
-  -- Envoy's jwt_authn verified the signature with the keys the control plane vetted.
-  local jwt = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.jwt_authn")
-  if jwt == nil or jwt["jwt_header"] == nil then return nil end
-  if authorization == nil or #authorization > 8300 then return nil end
+  if authorization == nil then return nil end
   local now = os.time()
   local verdict = VERDICTS[authorization]
   if verdict == nil or verdict.expires <= now then
+    if #authorization > 8300 or not string.find(authorization, BEARER_JWS) then return nil end
     local headers, body = handle:httpCall(CONTROL_CLUSTER, {
       [":method"] = "POST", [":path"] = "/internal/verify", [":authority"] = "sonic-control",
       ["content-type"] = "text/plain",

@@ -1,7 +1,7 @@
 """Pure functions: a view of declared state -> Envoy resources (plain dicts, JSON-ready).
 
 Nothing here reads a clock, a file or the network; :mod:`gateway.envoy.ads` serves what these return.
-Listeners are static (they change only with issuers or addresses, i.e. with a restart); routes,
+Listeners are static (they change only with settings, i.e. with a restart); routes,
 clusters and endpoints are xDS resources on the control plane's ADS stream, so catalog writes,
 health, draining and load reach Envoy without a restart and without touching open connections.
 """
@@ -144,53 +144,6 @@ decode_name = functools.lru_cache(maxsize=4096)(unquote)
 # -- listeners (static) ---------------------------------------------------------------------------------
 
 
-def _jwt_filter(static: StaticView) -> Json:
-    host, port = static.addresses.control_http
-    providers: Json = {}
-    for rule in static.issuers:
-        audiences = list(rule.audiences)
-        providers[rule.provider] = {
-            "issuer": rule.issuer,
-            "audiences": audiences,
-            "remote_jwks": {
-                # The control plane serves only keys it vetted (allow-listed URLs, strength, kid
-                # limits); an unknown kid falls through to Python, which may fetch, then Envoy
-                # picks the new set up at its next refresh.
-                "http_uri": {
-                    "uri": f"http://{host}:{port}/internal/jwks/{rule.provider}",
-                    "cluster": CONTROL_HTTP,
-                    "timeout": "2s",
-                },
-                "cache_duration": "10s",
-                "async_fetch": {"fast_listener": False, "failed_refetch_duration": "1s"},
-            },
-            # Kept for the Python path when Envoy's checks pass but the policy sends it there;
-            # removed by the policy filter before a fast-path request leaves for a facility.
-            "forward": True,
-            # Only the verified header (small): its presence tells the policy filter that Envoy
-            # verified the signature; the claims are the validator's business (its verdict).
-            "header_in_metadata": "jwt_header",
-            "clock_skew_seconds": int(rule.leeway_s),
-            "jwt_cache_config": {"jwt_cache_size": 10000},
-        }
-    names = [{"provider_name": name} for name in providers]
-    return {
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": providers,
-            # Never a rejection here: a missing or failed token goes on to Python, which answers
-            # with the precise reason (WWW-Authenticate error_description).
-            "rules": [
-                {
-                    "match": {"prefix": "/"},
-                    "requires": {"requires_any": {"requirements": [*names, {"allow_missing_or_failed": {}}]}},
-                }
-            ],
-        },
-    }
-
-
 RATE_LIMIT_DOMAIN = "sonic"
 # Descriptor entries of a fast-path request, read by gateway.envoy.ratelimit (all from the policy
 # filter's dynamic metadata; groups are percent-encoded and space-separated, "-" for none).
@@ -301,10 +254,10 @@ def _access_log(static: StaticView, protocol: str) -> Json:
 
 
 def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: bool) -> Json:
-    filters: list[Json] = []
-    if static.auth_enabled and static.issuers:
-        filters.append(_jwt_filter(static))
-    filters.append(
+    # No jwt_authn: the policy filter's per-token verdict (from the validator, which checks the
+    # signature with the keys gateway/auth vetted, and every other rule) is what admits a token, and
+    # a signature check in Envoy as well cost ~15 us of CPU per request while deciding nothing more.
+    filters: list[Json] = [
         {
             "name": POLICY_FILTER,
             "typed_config": {
@@ -312,7 +265,7 @@ def _listener(static: StaticView, name: str, address: tuple[str, int], grpc: boo
                 "default_source_code": {"inline_string": render_policy(static)},
             },
         }
-    )
+    ]
     if static.rate_limited:
         filters.append(_rate_limit_filter())
     filters.append(

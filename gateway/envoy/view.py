@@ -40,16 +40,6 @@ class ModelView:
 
 
 @dataclass(frozen=True)
-class IssuerRule:
-    """One issuer as Envoy's jwt_authn checks its signatures (every other rule is the validator's)."""
-
-    issuer: str
-    provider: str  # jwt_authn provider name
-    audiences: tuple[str, ...]
-    leeway_s: float
-
-
-@dataclass(frozen=True)
 class Addresses:
     """Where everything listens. Public: clients; the rest is loopback-only plumbing."""
 
@@ -57,7 +47,7 @@ class Addresses:
     public_http: tuple[str, int]
     admin: tuple[str, int]
     control_grpc: tuple[str, int]  # the Python slow path (gRPC) and the access-log service
-    control_http: tuple[str, int]  # the Python slow path (REST, /api/v1) and the vetted JWKS
+    control_http: tuple[str, int]  # the Python slow path (REST, /api/v1) and token verdicts
 
 
 @dataclass(frozen=True)
@@ -67,10 +57,9 @@ class DataPlaneView:
 
 @dataclass(frozen=True)
 class StaticView:
-    """What changes only with a restart: addresses, issuers, limits of the data plane."""
+    """What changes only with a restart: addresses and limits of the data plane."""
 
     addresses: Addresses
-    issuers: tuple[IssuerRule, ...]
     auth_enabled: bool = True
     # Rate limits configured: Envoy asks the control plane's rate-limit service (which charges the
     # shared, Redis-global buckets) before a fast-path request leaves.

@@ -163,6 +163,24 @@ async def test_metrics(auth: Any, issuer: TestIssuer, registry: CollectorRegistr
     assert issuers <= {ISS, "unknown"}
 
 
+async def test_a_quiet_refusal_is_not_counted_twice(
+    auth: Any, issuer: TestIssuer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Envoy's verdict request is quiet: the request it refuses is counted and logged by the Python
+    path that then answers it, once."""
+    authn = auth[0]
+    wrong = bearer(issuer.token(aud="https://x.test"))
+    with caplog.at_level("INFO", logger="gateway.auth"), pytest.raises(TokenRejected) as quiet:
+        await authn.authenticate(wrong, quiet=True)
+    assert quiet.value.detail == "wrong_audience"  # the same verdict, only not recorded
+    labels = {"issuer": ISS, "outcome": "rejected", "reason": "wrong_audience"}
+    assert registry.get_sample_value("sonic_gateway_token_validations_total", labels) is None
+    assert not [r for r in caplog.records if "rejected" in r.getMessage()]
+    with pytest.raises(TokenRejected):
+        await authn.authenticate(wrong)
+    assert registry.get_sample_value("sonic_gateway_token_validations_total", labels) == 1
+
+
 async def test_disabled_auth_is_allow_all() -> None:
     authn, authz = build_auth(AuthSettings(enabled=False), registry=CollectorRegistry())
     assert isinstance(authn, AllowAllAuthenticator)

@@ -20,7 +20,7 @@ class TokenNameAuth:
     """``Bearer admin`` is an admin, ``Bearer reader`` (alice) and ``Bearer auditor`` (carol, in the
     group AUDITORS) may only read, anything else is refused."""
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, *, quiet: bool = False) -> Principal:
         if authorization == "Bearer admin":
             return Principal("https://issuer", "root", scopes=frozenset({"gateway.admin"}))
         if authorization == "Bearer reader":

@@ -443,14 +443,18 @@ async def _no_final_read(*, remove: bool = False) -> None:
 
 
 async def test_internal_routes_and_metrics_are_not_public(edge: Edge) -> None:
-    gateway, _, _ = edge
+    gateway, _, issuer = edge
+    token = f"Bearer {issuer.token()}"
     async with httpx.AsyncClient() as http:
-        for path in ("/internal/jwks/issuer-0", "/metrics"):
-            answer = await http.get(f"http://127.0.0.1:{gateway.http_port}{path}")
+        for path in ("/internal/verify", "/metrics"):
+            answer = await http.post(f"http://127.0.0.1:{gateway.http_port}{path}", content=token)
             assert answer.status_code == 404, path
-        # ...while the control plane serves the vetted keys to Envoy on loopback.
-        keys = (await http.get(f"http://127.0.0.1:{gateway.control_http_port}/internal/jwks/issuer-0")).json()
-    assert [k["kid"] for k in keys["keys"]] == ["key-1"]
+        # ...while the control plane gives Envoy its verdicts on loopback.
+        control = f"http://127.0.0.1:{gateway.control_http_port}/internal/verify"
+        accepted = (await http.post(control, content=token)).text.splitlines()
+        forged = (await http.post(control, content=token[:-6] + "AAAAAA")).text.splitlines()
+    assert accepted[0] == "ok"
+    assert forged == ["no", "5"]
 
 
 async def test_health_and_consistency_changes_reach_envoy(edge: Edge) -> None:

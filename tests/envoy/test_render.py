@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from gateway.envoy.ads import AdsPublisher, AdsServer, _endpoints_directly, _message
 from gateway.envoy.binary import envoy_binary
-from gateway.envoy.controlplane import build_view, issuer_rules
+from gateway.envoy.controlplane import build_view
 from gateway.envoy.render import (
     SLOW_GRPC,
     T_ENDPOINTS,
@@ -31,7 +31,6 @@ from gateway.envoy.render import (
 from gateway.envoy.view import Addresses, ModelView, StaticView
 from gateway.routing.backend import Backend
 from gateway.routing.registry import Registry
-from tests.auth.helpers import TestIssuer
 
 
 def _registry() -> Registry:
@@ -44,12 +43,10 @@ def _registry() -> Registry:
 
 
 def _static(tmp: Path) -> StaticView:
-    issuer = TestIssuer("https://issuer.test")
     return StaticView(
         addresses=Addresses(
             ("0.0.0.0", 8001), ("0.0.0.0", 8000), ("127.0.0.1", 0), ("127.0.0.1", 9), ("127.0.0.1", 10)
         ),
-        issuers=issuer_rules([issuer.settings()]),
     )
 
 
@@ -209,7 +206,6 @@ async def test_the_sync_loop_builds_a_view_only_when_its_inputs_changed(tmp_path
         pending=lambda backend: queues.get(backend, {}),
         model_groups=lambda model: None,
         credentialed=(),
-        issuers=[],
         auth_enabled=False,
         ads=AdsServer(),
         usage=SimpleNamespace(line=lambda line: None, flush=lambda: None),
