@@ -78,7 +78,11 @@ class MetricsEndpoint:
             host, port, make_wsgi_app(self.registry), _SharedPortServer, handler_class=_Quiet
         )
         self.port = int(self._server.server_port)
-        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
+        # shutdown() waits for the loop's next poll: 0.1 s, not the default 0.5 s, keeps a stop prompt
+        # (10 idle wake-ups a second cost the thread nothing measurable).
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics", daemon=True
+        ).start()
         log.info("metrics on http://%s:%d/metrics", host, self.port)
 
     def stop(self) -> None:

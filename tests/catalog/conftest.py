@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -58,10 +59,26 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite catalog migrated once per session (the migrations themselves: test_migrations.py)."""
+    path = tmp_path_factory.mktemp("migrated") / "catalog.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrate.upgrade(url, engine=engine)
+    engine.dispose()
+    return path
+
+
 @pytest.fixture
-def migrated_engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    migrate.upgrade(db_url, engine=engine)
+def migrated_engine(db_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    if db_url.startswith("sqlite:///"):
+        # A copy of the session's migrated file: the same schema, without migrating each test anew.
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), db_url.removeprefix("sqlite:///"))
+        engine = make_engine(db_url)
+    else:
+        engine = make_engine(db_url)
+        migrate.upgrade(db_url, engine=engine)
     yield engine
     engine.dispose()
 

@@ -28,7 +28,7 @@ from tests.catalog.conftest import pg_schema, sqlite_url
 from tests.catalog.support import ADMIN, make_gateway
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
-EXAMPLES = 10  # per operation and mode: about 600 requests per database
+EXAMPLES = 6  # per operation and mode: about 360 requests per database
 
 
 @pytest.fixture(scope="module", autouse=True)
