@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Engine, text
 
 from gateway.app import Gateway
@@ -94,8 +95,20 @@ async def gateway(migrated_engine: Engine, db_url: str) -> AsyncIterator[Gateway
         await gw.catalog.stop()
 
 
+@pytest.fixture(scope="session")
+def http_apps() -> dict[str, FastAPI]:
+    return {}
+
+
 @pytest.fixture
-async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_http_app(gateway))
+async def client(gateway: Gateway, http_apps: dict[str, FastAPI]) -> AsyncIterator[httpx.AsyncClient]:
+    """The admin API of one app per session, pointed at each test's gateway: FastAPI builds every
+    route's state on an app's first request (~0.1 s here, per app), and the admin API finds its
+    gateway in ``app.state`` on each request. (These gateways serve no inference: no pools started.)"""
+    app = http_apps.get("app")
+    if app is None:
+        app = http_apps["app"] = create_http_app(gateway)
+    app.state.gateway = gateway
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http
