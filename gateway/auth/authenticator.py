@@ -27,6 +27,10 @@ _UNPARSED = frozenset({"missing_token", "unsupported_scheme", "malformed_header"
 ModelGroups = Callable[[str], frozenset[str] | None]
 
 
+def _not_counted(authorization: str | None, detail: str, why: str) -> None:
+    """A quiet refusal: the Python path that answers the request counts and logs it."""
+
+
 class TokenAuthenticator:
     """``authenticate("Bearer <jwt>") -> Principal``; a cached token costs a hash and a dict lookup."""
 
@@ -79,6 +83,7 @@ class TokenAuthenticator:
         return token
 
     async def authenticate(self, authorization: str | None, *, quiet: bool = False) -> Principal:
+        count_rejection = _not_counted if quiet else self._count_rejection
         try:
             token = self.bearer_token(authorization)
             digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -90,17 +95,14 @@ class TokenAuthenticator:
                 del self._cache[digest]
             validated = await self.validator.validate(token)
         except TokenRejected as exc:
-            if not quiet:
-                self._count_rejection(authorization, exc.detail, exc.message)
+            count_rejection(authorization, exc.detail, exc.message)
             raise
         except Unavailable as exc:
-            if not quiet:
-                self._count_rejection(authorization, "keys_unavailable", exc.message)
+            count_rejection(authorization, "keys_unavailable", exc.message)
             raise
         except Exception as exc:  # fail closed: a library surprise is a bad token, never a 500
             log.warning("token validation failed unexpectedly: %s", type(exc).__name__)
-            if not quiet:
-                self._count_rejection(authorization, "malformed", "the bearer token could not be parsed")
+            count_rejection(authorization, "malformed", "the bearer token could not be parsed")
             raise TokenRejected("malformed", "the bearer token could not be parsed") from None
         self._remember(digest, validated)
         self._validated_ok[validated.principal.issuer].inc()

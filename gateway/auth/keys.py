@@ -117,16 +117,6 @@ def parse_jwk(jwk: Any) -> VerificationKey:
     return VerificationKey(kid=kid, kty=kty, crv=crv if isinstance(crv, str) else None, alg=alg, key=key)
 
 
-def public_jwk(key: VerificationKey) -> dict[str, Any]:
-    """``key`` as a public JWK again (for the data plane's verifier), with its kid and usage."""
-    algorithm: Any = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}[key.kty]
-    jwk: dict[str, Any] = algorithm.to_jwk(key.key, as_dict=True)
-    jwk.update({"kid": key.kid, "use": "sig"})
-    if key.alg is not None:
-        jwk["alg"] = key.alg
-    return jwk
-
-
 def parse_jwks(document: Any) -> dict[str, VerificationKey]:
     """A JWK Set -> {kid: key}; unusable keys are skipped (and logged); none usable is an error."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -300,21 +290,6 @@ class IssuerKeys:
                 "the gateway cannot fetch the signing keys of the token's issuer right now; retry later"
             )
         return await self.get(kid)
-
-    async def vetted(self) -> dict[str, VerificationKey]:
-        """The keys tokens may be verified with now, fetching first (within the fetch limits) if none.
-
-        This is what the data plane is given: only keys that passed :func:`parse_jwk`'s checks,
-        fetched from allow-listed URLs, and not older than ``jwks_max_stale_s``.
-        """
-        now = self._clock()
-        if self._keys is not None and now - self._fetched_at > self._max_stale_s:
-            self._keys = None
-        if self._keys is None and (self._may_fetch(now) or self._lock.locked()):
-            await self.refresh()
-        elif self._keys is not None and now - self._fetched_at >= self._refresh_s:
-            self._refresh_in_background(now)
-        return dict(self._keys or {})
 
     async def aclose(self) -> None:
         if self._background is not None and not self._background.done():

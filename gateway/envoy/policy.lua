@@ -217,7 +217,6 @@ local function decide(handle, who, version)
     if not member then return false end
   end
   if version == "" then return true end
-  if string.find(version, "[,|]") then return false end
   return string.find(versions, "," .. version .. ",", 1, true) ~= nil
 end
 
@@ -264,8 +263,9 @@ function envoy_on_request(handle)
     ok, batch = rest_body_ok(handle, headers:get("inference-header-content-length"))
     if not ok then return end
   end
-  -- Control characters are left to the Python path (and keep the usage entry's fields apart).
-  if string.find(model, "[%c]") or string.find(version, "[%c]") then return end
+  -- Control characters are left to the Python path (and keep the usage entry's fields apart), as
+  -- are versions holding the separators of a model's rules (render.fast_policy).
+  if string.find(model, "[%c]") or string.find(version, "[%c,|]") then return end
   headers = handle:headers()
   local who
   if AUTH then

@@ -72,10 +72,10 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def migrated_engine(db_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+def migrated_engine(db_url: str, migrated_sqlite: Path) -> Iterator[Engine]:
     if db_url.startswith("sqlite:///"):
         # A copy of the session's migrated file: the same schema, without migrating each test anew.
-        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), db_url.removeprefix("sqlite:///"))
+        shutil.copyfile(migrated_sqlite, db_url.removeprefix("sqlite:///"))
         engine = make_engine(db_url)
     else:
         engine = make_engine(db_url)
